@@ -1,0 +1,321 @@
+//! The WebRtcRoom protocol (Html, Android and iOS apps on socket.io 2.x).
+//!
+//! Wire spec: `protocols/webrtcroom/SPEC.md`. In short:
+//! - `createAndJoinRoom {room}`: existing members get `joined {id, room}`, then the newcomer
+//!   gets `created {id, room, peers: [{id}]}`; `room` is echoed with its JSON type.
+//! - `offer` / `answer` / `candidate {from, to, ...}`: forwarded unchanged to member `to`.
+//! - `exit {from, room}`: the sender leaves its room; the others get the message.
+//! - disconnect: the others in its room get `exit {from: id, room: ""}`.
+//!
+//! Unlike the original, every message is checked: the sender must be in a room, `to` must be
+//! in the same room, `from` must be the sender's own id. WebRtcRoom has no error event, so
+//! anything refused is logged and counted, and nothing is sent.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::DisconnectReason;
+use socketioxide::{ProtocolVersion, SocketIo};
+
+use crate::adapters::{deliver, wire, EventFrame, Protocol};
+use crate::config::WebRtcRoomConfig;
+use crate::core::{Departure, Join, JoinOutcome, Peer, Rooms};
+use crate::stats;
+
+const NAME: &str = "webrtcroom";
+
+/// The adapter: its realm of rooms and its settings.
+pub struct WebRtcRoom {
+    rooms: Rooms<SocketRef>,
+    max_room_size: usize,
+}
+
+impl WebRtcRoom {
+    /// Binds the protocol to `config.namespace` of `io`.
+    pub fn bind(io: &SocketIo, config: &WebRtcRoomConfig) -> Arc<Self> {
+        let adapter = Arc::new(Self {
+            rooms: Rooms::new(NAME),
+            max_room_size: config.max_room_size,
+        });
+        crate::adapters::bind(io, &config.namespace, adapter.clone());
+        adapter
+    }
+
+    /// Rooms and members now, for operators and tests.
+    pub fn sizes(&self) -> (usize, usize) {
+        self.rooms.sizes()
+    }
+}
+
+/// The id a client knows itself by. socket.io 2.x clients on a namespace other than `/`
+/// expect `"/ns#sid"`; on `/` (and for newer clients) it is the plain session id.
+fn wire_id(socket: &SocketRef) -> Arc<str> {
+    let ns = socket.ns();
+    if ns != "/" && socket.protocol() == ProtocolVersion::V4 {
+        format!("{ns}#{}", socket.id).into()
+    } else {
+        socket.id.to_string().into()
+    }
+}
+
+/// `createAndJoinRoom` payload.
+#[derive(Deserialize)]
+struct CreateAndJoin<'a> {
+    #[serde(borrow)]
+    room: &'a RawValue,
+}
+
+/// The fields of a relayed message that routing needs; the rest is forwarded untouched.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, deserialize_with = "wire::cow_str")]
+    from: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "opt_cow_str")]
+    to: Option<Cow<'a, str>>,
+}
+
+fn opt_cow_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    wire::cow_str(d).map(Some)
+}
+
+#[derive(Serialize)]
+struct Created<'a> {
+    id: &'a str,
+    room: &'a RawValue,
+    peers: Vec<PeerId<'a>>,
+}
+
+#[derive(Serialize)]
+struct PeerId<'a> {
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Joined<'a> {
+    id: &'a str,
+    room: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct Exit<'a> {
+    from: &'a str,
+    room: &'a str,
+}
+
+/// How a client's event was refused; each becomes a `bad_input` count.
+#[derive(Debug, Clone, Copy)]
+enum Bad {
+    UnknownEvent,
+    MissingPayload,
+    NotAnObject,
+    Field,
+    Room,
+}
+
+impl Bad {
+    fn kind(self) -> &'static str {
+        match self {
+            Bad::UnknownEvent => "unknown_event",
+            Bad::MissingPayload => "missing_payload",
+            Bad::NotAnObject => "not_an_object",
+            Bad::Field => "bad_field",
+            Bad::Room => "bad_room",
+        }
+    }
+}
+
+impl Protocol for WebRtcRoom {
+    const NAME: &'static str = NAME;
+
+    fn on_connect(&self, socket: &SocketRef) {
+        stats::connections(NAME, 1.0);
+        tracing::debug!(protocol = NAME, sid = %socket.id, transport = ?socket.transport_type(), "connected");
+    }
+
+    fn on_event(&self, socket: &SocketRef, frame: EventFrame<'_>) {
+        let result = match &*frame.name {
+            "createAndJoinRoom" => self.create_and_join(socket, &frame),
+            "offer" => self.relay(socket, &frame, "offer"),
+            "answer" => self.relay(socket, &frame, "answer"),
+            "candidate" => self.relay(socket, &frame, "candidate"),
+            "exit" => self.exit(socket, &frame),
+            _ => Err(Bad::UnknownEvent),
+        };
+        if let Err(bad) = result {
+            stats::bad_input(NAME, bad.kind());
+            tracing::debug!(protocol = NAME, sid = %socket.id, event = %frame.name, kind = bad.kind(), "bad input ignored");
+        }
+    }
+
+    fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
+        stats::connections(NAME, -1.0);
+        let departure = self.rooms.leave(socket.id);
+        tracing::info!(protocol = NAME, sid = %socket.id, %reason, room = departure.as_ref().map(|d| &*d.room), "disconnected");
+        if let Some(d) = departure {
+            self.announce_exit(&d, "");
+        }
+    }
+}
+
+impl WebRtcRoom {
+    fn create_and_join(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
+        frame.payload.ok_or(Bad::MissingPayload)?;
+        let object = frame.object().ok_or(Bad::NotAnObject)?;
+        let req: CreateAndJoin = serde_json::from_str(object.get()).map_err(|_| Bad::Room)?;
+        let room_key = room_key(req.room).ok_or(Bad::Room)?;
+        let id = wire_id(socket);
+        let outcome = self.rooms.join(Join {
+            room: room_key.clone(),
+            member: id.clone(),
+            conn: socket.id,
+            handle: socket.clone(),
+            name: None,
+            capacity: self.max_room_size,
+        });
+        match outcome {
+            Err(refusal) => {
+                stats::refused(NAME, refusal.kind());
+                tracing::info!(protocol = NAME, sid = %socket.id, room = %room_key, %refusal, "join refused");
+            }
+            Ok(JoinOutcome::AlreadyMember { peers }) => {
+                // Idempotent: answer again, tell nobody else.
+                self.send_created(socket, &id, req.room, &peers);
+            }
+            Ok(JoinOutcome::Joined(joined)) => {
+                if let Some(left) = &joined.left {
+                    stats::left(NAME);
+                    tracing::info!(protocol = NAME, sid = %socket.id, room = %left.room, "left room to join another");
+                    self.announce_exit(left, &left.room);
+                }
+                stats::joined(NAME);
+                tracing::info!(protocol = NAME, sid = %socket.id, room = %room_key, members = joined.existing.len() + 1, "joined");
+                let notice = Joined {
+                    id: &id,
+                    room: req.room,
+                };
+                for peer in &joined.existing {
+                    if let Some(handle) = &peer.handle {
+                        deliver(NAME, handle, "joined", &notice);
+                    }
+                }
+                self.send_created(socket, &id, req.room, &joined.existing);
+            }
+        }
+        Ok(())
+    }
+
+    fn send_created(
+        &self,
+        socket: &SocketRef,
+        id: &str,
+        room: &RawValue,
+        peers: &[Peer<SocketRef>],
+    ) {
+        let created = Created {
+            id,
+            room,
+            peers: peers.iter().map(|p| PeerId { id: &p.member }).collect(),
+        };
+        deliver(NAME, socket, "created", &created);
+    }
+
+    fn relay(
+        &self,
+        socket: &SocketRef,
+        frame: &EventFrame<'_>,
+        event: &'static str,
+    ) -> Result<(), Bad> {
+        frame.payload.ok_or(Bad::MissingPayload)?;
+        let object = frame.object().ok_or(Bad::NotAnObject)?;
+        let envelope: Envelope = serde_json::from_str(object.get()).map_err(|_| Bad::Field)?;
+        let to = envelope.to.ok_or(Bad::Field)?;
+        let route = match self.rooms.route(socket.id, &to) {
+            Ok(route) => route,
+            Err(e) => {
+                stats::dropped(NAME, e.kind());
+                tracing::debug!(protocol = NAME, sid = %socket.id, event, reason = %e, "relay dropped");
+                return Ok(());
+            }
+        };
+        if *route.sender != *envelope.from {
+            stats::dropped(NAME, "spoofed_from");
+            tracing::debug!(protocol = NAME, sid = %socket.id, event, "relay dropped: from is not the sender");
+            return Ok(());
+        }
+        if deliver(NAME, &route.target, event, object) {
+            stats::relayed(NAME, event);
+            tracing::debug!(protocol = NAME, sid = %socket.id, event, to = %to, "relayed");
+        }
+        Ok(())
+    }
+
+    fn exit(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
+        frame.payload.ok_or(Bad::MissingPayload)?;
+        let object = frame.object().ok_or(Bad::NotAnObject)?;
+        let envelope: Envelope = serde_json::from_str(object.get()).map_err(|_| Bad::Field)?;
+        let Some((_, me)) = self.rooms.membership(socket.id) else {
+            stats::dropped(NAME, "not_joined");
+            return Ok(());
+        };
+        if *me != *envelope.from {
+            stats::dropped(NAME, "spoofed_from");
+            return Ok(());
+        }
+        if let Some(departure) = self.rooms.leave(socket.id) {
+            stats::left(NAME);
+            tracing::info!(protocol = NAME, sid = %socket.id, room = %departure.room, "left");
+            for peer in &departure.remaining {
+                if let Some(handle) = &peer.handle {
+                    deliver(NAME, handle, "exit", object);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the members still in a room that `d.member` is gone.
+    fn announce_exit(&self, d: &Departure<SocketRef>, room: &str) {
+        let exit = Exit {
+            from: &d.member,
+            room,
+        };
+        for peer in &d.remaining {
+            if let Some(handle) = &peer.handle {
+                deliver(NAME, handle, "exit", &exit);
+            }
+        }
+    }
+}
+
+/// The room's identity: a non-empty string, or a number (the original joined `String(room)`).
+fn room_key(room: &RawValue) -> Option<Arc<str>> {
+    let text = room.get();
+    if text.starts_with('"') {
+        let s: String = serde_json::from_str(text).ok()?;
+        (!s.is_empty()).then(|| s.into())
+    } else {
+        let n: serde_json::Number = serde_json::from_str(text).ok()?;
+        Some(n.to_string().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).expect("valid json")
+    }
+
+    #[test]
+    fn room_keys() {
+        assert_eq!(room_key(&raw("\"房间1\"")).as_deref(), Some("房间1"));
+        assert_eq!(room_key(&raw("5")).as_deref(), Some("5"));
+        for bad in ["\"\"", "null", "true", "{}", "[]"] {
+            assert!(room_key(&raw(bad)).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The gateway's configuration: one typed tree, loaded once at start.
+//!
+//! Layers, later ones winning: built-in defaults < the TOML file (`gateway.toml`) <
+//! `GATEWAY_*` environment variables (nested keys split on `__`, e.g.
+//! `GATEWAY_WEBRTCROOM__LISTEN`) < `--set key=value` flags. Loading validates everything the
+//! process will need (addresses, certificate files, clashes between listeners), so that a bad
+//! setting is one clear line naming the key instead of a failure later on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything the gateway can be told.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The WebRtcRoom protocol (socket.io 2.x apps).
+    pub webrtcroom: WebRtcRoomConfig,
+    /// The operators' endpoint: health and metrics.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Process-wide behaviour on SIGINT/SIGTERM.
+    pub shutdown: ShutdownConfig,
+}
+
+/// How one protocol is served: where, on which namespace, with what transport settings.
+///
+/// The first six keys are the fixed, documented schema operators rely on; the rest tune the
+/// Engine.IO transport and default to what the original server used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtcRoomConfig {
+    /// Serve this protocol at all.
+    pub enabled: bool,
+    /// The address to listen on (`ip:port`).
+    pub listen: SocketAddr,
+    /// The Socket.IO namespace the protocol answers on.
+    pub namespace: String,
+    /// TLS for this listener.
+    pub tls: Tls,
+    /// A directory to serve as static files on the same address (empty: none).
+    pub static_dir: PathBuf,
+    /// Most members a room may hold; 0 means unlimited.
+    pub max_room_size: usize,
+    /// Engine.IO settings for the listener (`[webrtcroom.engine]`).
+    pub engine: EngineConfig,
+}
+
+impl Default for WebRtcRoomConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            namespace: "/".into(),
+            tls: Tls::SelfSigned,
+            static_dir: PathBuf::new(),
+            max_room_size: 0,
+            // The original server (engine.io 3.2) used 25 s / 5 s.
+            engine: EngineConfig {
+                ping_interval: Duration::from_secs(25),
+                ping_timeout: Duration::from_secs(5),
+                ..EngineConfig::default()
+            },
+        }
+    }
+}
+
+/// Engine.IO transport settings of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How often the server expects (v3) or sends (v4) a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long a missing heartbeat is tolerated before the session is dropped.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Largest Engine.IO payload accepted from a client, in bytes.
+    pub max_payload: u64,
+    /// Packets queued per connection before a send counts as dropped. Sized for ICE bursts:
+    /// a browser can emit dozens of candidates within milliseconds.
+    pub send_buffer: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            send_buffer: 4096,
+        }
+    }
+}
+
+/// TLS for a listener: `"off"`, `"self-signed"` (a certificate made at start for
+/// `localhost`), or `{ cert = "path", key = "path" }` (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "\"off\", \"self-signed\" or a table { cert = \"path\", key = \"path\" }"
+)]
+pub enum Tls {
+    /// `"off"` or `"self-signed"`.
+    Mode(TlsMode),
+    /// PEM certificate chain and private key files.
+    Files {
+        /// Certificate chain (PEM).
+        cert: PathBuf,
+        /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+/// The two TLS settings that take no files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain HTTP / WebSocket.
+    Off,
+    /// A self-signed certificate generated at start.
+    SelfSigned,
+}
+
+#[allow(non_upper_case_globals)]
+impl Tls {
+    /// Plain text.
+    pub const Off: Tls = Tls::Mode(TlsMode::Off);
+    /// A certificate made at start.
+    pub const SelfSigned: Tls = Tls::Mode(TlsMode::SelfSigned);
+
+    /// `https`/`wss` or not, for printing URLs.
+    pub fn is_on(&self) -> bool {
+        *self != Tls::Off
+    }
+}
+
+/// The admin endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin endpoint at all.
+    pub enabled: bool,
+    /// Where; loopback by default, since it exposes counts and room names.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Logging settings; `RUST_LOG`, when set, overrides `level`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `signal_gateway=debug,info`.
+    pub level: String,
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What happens on SIGINT/SIGTERM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long open connections get to close before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A configuration that could not be loaded; its message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, the environment or a flag held a value of the wrong shape.
+    #[error("{0}")]
+    Parse(String),
+    /// The values parse but cannot work together, or name files that are unusable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted key at fault.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the file layer comes from.
+pub enum Source<'a> {
+    /// The file was named on the command line: it must exist.
+    Required(&'a Path),
+    /// The default `gateway.toml`: used if present.
+    Optional(&'a Path),
+}
+
+impl Config {
+    /// Loads every layer and validates the result.
+    ///
+    /// `env` is the process environment (passed in so tests need not mutate it), `overrides`
+    /// are `key=value` pairs from `--set`.
+    pub fn load(
+        source: Source<'_>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match source {
+            Source::Required(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::Parse(format!(
+                        "config file {}: not found or not a file",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            Source::Optional(path) => {
+                if path.is_file() {
+                    figment = figment.merge(Toml::file_exact(path));
+                }
+            }
+        }
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("GATEWAY_"))
+            .collect();
+        figment = figment.merge(env_provider(env));
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Parse(format!("--set {item}: expected key=value")))?;
+            let value: figment::value::Value = value
+                .parse()
+                .map_err(|e| ConfigError::Parse(format!("--set {item}: {e}")))?;
+            figment = figment.merge(Serialized::default(key.trim(), value));
+        }
+        let config: Config = figment.extract().map_err(|e| {
+            // One line per problem, each naming its key and where the value came from.
+            let lines: Vec<String> = e
+                .into_iter()
+                .map(|e| e.to_string().replace("key \"default.", "key \""))
+                .collect();
+            ConfigError::Parse(lines.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: namespaces, files, listeners that clash.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.webrtcroom;
+        check_namespace("webrtcroom.namespace", &w.namespace)?;
+        check_tls("webrtcroom.tls", &w.tls)?;
+        check_static_dir("webrtcroom.static_dir", &w.static_dir)?;
+        check_engine("webrtcroom", &w.engine)?;
+        if self.admin.enabled && w.enabled && self.admin.listen == w.listen {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                format!("{} is already used by webrtcroom.listen", self.admin.listen),
+            ));
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(ConfigError::invalid("log.level", e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `--check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// The `GATEWAY_*` layer, read from a captured map rather than the live environment.
+fn env_provider(vars: HashMap<String, String>) -> impl figment::Provider {
+    // figment's Env provider reads the live environment; feed it ours through a closure-free
+    // path: build a nested dict the same way (`__` separates levels, keys lowercased).
+    let mut root = figment::value::Dict::new();
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix("GATEWAY_") else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let value: figment::value::Value = raw
+            .parse()
+            .unwrap_or_else(|_| figment::value::Value::from(raw.clone()));
+        insert_path(&mut root, &path, value);
+    }
+    Serialized::defaults(root).profile(figment::Profile::Default)
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| figment::value::Dict::new().into());
+            if let figment::value::Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            } else {
+                let mut inner = figment::value::Dict::new();
+                insert_path(&mut inner, rest, value);
+                *entry = inner.into();
+            }
+        }
+    }
+}
+
+fn check_namespace(key: &str, ns: &str) -> Result<(), ConfigError> {
+    if !ns.starts_with('/') || ns.contains(['?', ',', '#']) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{ns:?}: a namespace starts with '/' and holds no '?', ',' or '#'"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_tls(key: &str, tls: &Tls) -> Result<(), ConfigError> {
+    if let Tls::Files {
+        cert,
+        key: key_file,
+    } = tls
+    {
+        for (sub, path) in [("cert", cert), ("key", key_file)] {
+            std::fs::File::open(path).map_err(|e| {
+                ConfigError::invalid(format!("{key}.{sub}"), format!("{}: {e}", path.display()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn check_static_dir(key: &str, dir: &Path) -> Result<(), ConfigError> {
+    if !dir.as_os_str().is_empty() && !dir.is_dir() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{}: not a directory", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_engine(section: &str, e: &EngineConfig) -> Result<(), ConfigError> {
+    if e.send_buffer == 0 {
+        return Err(ConfigError::invalid(
+            format!("{section}.send_buffer"),
+            "must be at least 1",
+        ));
+    }
+    if e.ping_interval.is_zero() || e.ping_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{section}.ping_interval"),
+            "ping_interval and ping_timeout must be above zero",
+        ));
+    }
+    if e.max_payload < 1024 {
+        return Err(ConfigError::invalid(
+            format!("{section}.max_payload"),
+            "must be at least 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], sets: &[&str]) -> Result<Config, String> {
+        let dir = std::env::temp_dir().join(format!("gw-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join("gateway.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let result = Config::load(Source::Optional(&path), env, &sets).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    #[test]
+    fn defaults_match_the_original_deployment() {
+        let c = load(None, &[], &[]).expect("defaults load");
+        assert_eq!(c.webrtcroom.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(c.webrtcroom.tls, Tls::SelfSigned);
+        assert_eq!(c.webrtcroom.namespace, "/");
+        assert_eq!(c.webrtcroom.engine.ping_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn env_beats_file_and_flags_beat_env() {
+        let file = "[webrtcroom]\nlisten = \"127.0.0.1:1000\"\nmax_room_size = 3\n";
+        let c = load(
+            Some(file),
+            &[
+                ("GATEWAY_WEBRTCROOM__LISTEN", "127.0.0.1:18443"),
+                ("GATEWAY_WEBRTCROOM__TLS", "off"),
+                ("GATEWAY_WEBRTCROOM__MAX_ROOM_SIZE", "5"),
+            ],
+            &["webrtcroom.max_room_size=7"],
+        )
+        .expect("loads");
+        assert_eq!(c.webrtcroom.listen.to_string(), "127.0.0.1:18443");
+        assert_eq!(c.webrtcroom.tls, Tls::Off);
+        assert_eq!(c.webrtcroom.max_room_size, 7);
+    }
+
+    #[test]
+    fn tls_accepts_file_table() {
+        let file = "[webrtcroom]\ntls = { cert = \"/dev/null\", key = \"/dev/null\" }\n";
+        let c = load(Some(file), &[], &[]).expect("loads");
+        assert!(matches!(c.webrtcroom.tls, Tls::Files { .. }));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[webrtcroom]\nlisten = \"nowhere\"\n", "listen"),
+            ("[webrtcroom]\nlistn = \"127.0.0.1:1\"\n", "listn"),
+            ("[webrtcroom]\ntls = \"maybe\"\n", "tls"),
+            (
+                "[webrtcroom]\ntls = { cert = \"/no/such/cert.pem\", key = \"/no/such/key.pem\" }\n",
+                "webrtcroom.tls.cert",
+            ),
+            ("[webrtcroom]\nnamespace = \"chat\"\n", "webrtcroom.namespace"),
+            ("[webrtcroom.engine]\nping_interval = \"soon\"\n", "webrtcroom.engine.ping_interval"),
+            ("[nonsense]\nx = 1\n", "nonsense"),
+        ];
+        for (file, key) in cases {
+            let err = load(Some(file), &[], &[]).expect_err(file);
+            assert!(err.contains(key), "error {err:?} should name {key}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn bad_env_value_names_the_key() {
+        let err = load(None, &[("GATEWAY_WEBRTCROOM__LISTEN", "x")], &[]).expect_err("bad");
+        assert!(err.contains("listen"), "{err}");
+    }
+}

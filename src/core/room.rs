@@ -1,0 +1,414 @@
+//! Joining, leaving and routing inside one realm (the rooms of one protocol).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::core::ConnId;
+use crate::store::{Member, MemoryStore, Table};
+
+/// The rooms of one realm and the rules that govern them.
+///
+/// `H` is the adapter's way of reaching a connection (a socket handle); the core stores it
+/// and hands it back in outcomes, so the adapter can send without a second lookup.
+pub struct Rooms<H> {
+    /// Label for metrics and logs (the protocol that owns this realm).
+    realm: &'static str,
+    store: MemoryStore<H>,
+}
+
+/// A request to join a room.
+pub struct Join<H> {
+    /// Room name.
+    pub room: Arc<str>,
+    /// Stable member key, unique within the realm.
+    pub member: Arc<str>,
+    /// The connection asking.
+    pub conn: ConnId,
+    /// How to reach that connection.
+    pub handle: H,
+    /// Display name; when set, it must be unique within the room.
+    pub name: Option<Arc<str>>,
+    /// Most members the room may hold; 0 for no limit.
+    pub capacity: usize,
+}
+
+/// Another member of a room, as the adapter needs it to tell them something.
+#[derive(Debug, Clone)]
+pub struct Peer<H> {
+    /// Its member key.
+    pub member: Arc<str>,
+    /// Its connection, if it has one now.
+    pub handle: Option<H>,
+}
+
+/// What a successful join did.
+#[derive(Debug)]
+pub enum JoinOutcome<H> {
+    /// The connection is now a member.
+    Joined(Joined<H>),
+    /// The connection was already a member of that room; nothing changed.
+    AlreadyMember {
+        /// The other members, oldest first.
+        peers: Vec<Peer<H>>,
+    },
+}
+
+/// The details of a fresh join.
+#[derive(Debug)]
+pub struct Joined<H> {
+    /// The members that were there before, oldest first.
+    pub existing: Vec<Peer<H>>,
+    /// The room the connection had to leave to join this one, if any.
+    pub left: Option<Departure<H>>,
+}
+
+/// A member that left a room.
+#[derive(Debug)]
+pub struct Departure<H> {
+    /// The room it left.
+    pub room: Arc<str>,
+    /// Who left.
+    pub member: Arc<str>,
+    /// Who is still there, oldest first (empty: the room is gone).
+    pub remaining: Vec<Peer<H>>,
+}
+
+/// Why a join was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The room holds its maximum number of members.
+    #[error("room is full ({capacity} members)")]
+    RoomFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// Another member of the room already uses that name.
+    #[error("name already taken in this room")]
+    NameTaken,
+    /// The member key belongs to another live connection.
+    #[error("member id belongs to another connection")]
+    MemberIdInUse,
+}
+
+impl Refusal {
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::RoomFull { .. } => "room_full",
+            Refusal::NameTaken => "name_taken",
+            Refusal::MemberIdInUse => "member_id_in_use",
+        }
+    }
+}
+
+/// Why a relay was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The sender is not in any room.
+    #[error("sender has not joined a room")]
+    NotJoined,
+    /// No member has that key.
+    #[error("no such member")]
+    UnknownTarget,
+    /// The target is in another room.
+    #[error("target is in another room")]
+    OtherRoom,
+    /// The target is a member but has no connection right now.
+    #[error("target is not connected")]
+    TargetAway,
+}
+
+impl RouteError {
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RouteError::NotJoined => "not_joined",
+            RouteError::UnknownTarget => "unknown_target",
+            RouteError::OtherRoom => "other_room",
+            RouteError::TargetAway => "target_away",
+        }
+    }
+}
+
+/// Where a relay goes.
+#[derive(Debug)]
+pub struct Route<H> {
+    /// The sender's member key (its true identity).
+    pub sender: Arc<str>,
+    /// The target's connection.
+    pub target: H,
+}
+
+impl<H: Clone> Rooms<H> {
+    /// An empty realm.
+    pub fn new(realm: &'static str) -> Self {
+        Self {
+            realm,
+            store: MemoryStore::default(),
+        }
+    }
+
+    /// Puts a connection into a room, leaving the room it was in first.
+    ///
+    /// Checks come before any change, so a refused join leaves the connection where it was.
+    pub fn join(&self, req: Join<H>) -> Result<JoinOutcome<H>, Refusal> {
+        let outcome = self.store.transact(|t| {
+            if let Some((key, m)) = t.member_by_conn(req.conn) {
+                if m.room == req.room && *key == req.member {
+                    let peers = peers_except(t, &m.room, key);
+                    return Ok(JoinOutcome::AlreadyMember { peers });
+                }
+            }
+            if let Some(existing) = t.member(&req.member) {
+                if existing.conn != Some(req.conn) {
+                    return Err(Refusal::MemberIdInUse);
+                }
+            }
+            if let Some(room) = t.room(&req.room) {
+                if req.capacity > 0 && room.members.len() >= req.capacity {
+                    return Err(Refusal::RoomFull {
+                        capacity: req.capacity,
+                    });
+                }
+                if let Some(name) = &req.name {
+                    let taken = room.members.iter().any(|k| {
+                        t.member(k)
+                            .and_then(|m| m.name.as_ref())
+                            .is_some_and(|n| n == name)
+                    });
+                    if taken {
+                        return Err(Refusal::NameTaken);
+                    }
+                }
+            }
+            let left = leave_in(t, req.conn);
+            let existing = t
+                .room(&req.room)
+                .map(|r| r.members.iter().map(|k| peer(t, k)).collect())
+                .unwrap_or_default();
+            t.insert(
+                req.member,
+                Member {
+                    room: req.room,
+                    conn: Some(req.conn),
+                    handle: Some(req.handle),
+                    name: req.name,
+                    joined_at: SystemTime::now(),
+                },
+            );
+            Ok(JoinOutcome::Joined(Joined { existing, left }))
+        });
+        self.publish_sizes();
+        outcome
+    }
+
+    /// Takes the member bound to `conn` out of its room.
+    pub fn leave(&self, conn: ConnId) -> Option<Departure<H>> {
+        let departure = self.store.transact(|t| leave_in(t, conn));
+        if departure.is_some() {
+            self.publish_sizes();
+        }
+        departure
+    }
+
+    /// Checks that `conn` may reach member `to`, and returns how.
+    pub fn route(&self, conn: ConnId, to: &str) -> Result<Route<H>, RouteError> {
+        self.store.transact(|t| {
+            let (sender, from) = t.member_by_conn(conn).ok_or(RouteError::NotJoined)?;
+            let target = t.member(to).ok_or(RouteError::UnknownTarget)?;
+            if target.room != from.room {
+                return Err(RouteError::OtherRoom);
+            }
+            let target = target.handle.clone().ok_or(RouteError::TargetAway)?;
+            Ok(Route {
+                sender: sender.clone(),
+                target,
+            })
+        })
+    }
+
+    /// The room and member key of `conn`, if it is in one.
+    pub fn membership(&self, conn: ConnId) -> Option<(Arc<str>, Arc<str>)> {
+        self.store.transact(|t| {
+            t.member_by_conn(conn)
+                .map(|(k, m)| (m.room.clone(), k.clone()))
+        })
+    }
+
+    /// Number of rooms and members now.
+    pub fn sizes(&self) -> (usize, usize) {
+        self.store.transact(|t| (t.room_count(), t.member_count()))
+    }
+
+    fn publish_sizes(&self) {
+        let (rooms, members) = self.sizes();
+        metrics::gauge!("gateway_rooms", "protocol" => self.realm).set(rooms as f64);
+        metrics::gauge!("gateway_members", "protocol" => self.realm).set(members as f64);
+    }
+}
+
+fn peer<H: Clone>(t: &Table<H>, key: &Arc<str>) -> Peer<H> {
+    Peer {
+        member: key.clone(),
+        handle: t.member(key).and_then(|m| m.handle.clone()),
+    }
+}
+
+fn peers_except<H: Clone>(t: &Table<H>, room: &str, except: &str) -> Vec<Peer<H>> {
+    t.room(room)
+        .map(|r| {
+            r.members
+                .iter()
+                .filter(|k| &***k != except)
+                .map(|k| peer(t, k))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn leave_in<H: Clone>(t: &mut Table<H>, conn: ConnId) -> Option<Departure<H>> {
+    let key = t.member_by_conn(conn)?.0.clone();
+    let member = t.remove(&key)?;
+    let remaining = peers_except(t, &member.room, &key);
+    Some(Departure {
+        room: member.room,
+        member: key,
+        remaining,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        rooms: Rooms<u32>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                rooms: Rooms::new("test"),
+            }
+        }
+        fn join(
+            &self,
+            room: &str,
+            member: &str,
+            conn: ConnId,
+            cap: usize,
+        ) -> Result<JoinOutcome<u32>, Refusal> {
+            self.rooms.join(Join {
+                room: room.into(),
+                member: member.into(),
+                conn,
+                handle: 0,
+                name: None,
+                capacity: cap,
+            })
+        }
+    }
+
+    fn existing(o: JoinOutcome<u32>) -> Vec<String> {
+        match o {
+            JoinOutcome::Joined(j) => j.existing.iter().map(|p| p.member.to_string()).collect(),
+            JoinOutcome::AlreadyMember { .. } => panic!("expected a fresh join"),
+        }
+    }
+
+    #[test]
+    fn existing_members_come_in_join_order() {
+        let f = Fixture::new();
+        let (a, b, c) = (ConnId::new(), ConnId::new(), ConnId::new());
+        assert!(existing(f.join("r", "a", a, 0).unwrap()).is_empty());
+        assert_eq!(existing(f.join("r", "b", b, 0).unwrap()), ["a"]);
+        assert_eq!(existing(f.join("r", "c", c, 0).unwrap()), ["a", "b"]);
+    }
+
+    #[test]
+    fn joining_twice_changes_nothing() {
+        let f = Fixture::new();
+        let (a, b) = (ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 0).unwrap();
+        f.join("r", "b", b, 0).unwrap();
+        match f.join("r", "b", b, 0).unwrap() {
+            JoinOutcome::AlreadyMember { peers } => {
+                assert_eq!(peers.len(), 1);
+                assert_eq!(&*peers[0].member, "a");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.rooms.sizes(), (1, 2));
+    }
+
+    #[test]
+    fn joining_another_room_leaves_the_first() {
+        let f = Fixture::new();
+        let (a, b) = (ConnId::new(), ConnId::new());
+        f.join("r1", "a", a, 0).unwrap();
+        f.join("r1", "b", b, 0).unwrap();
+        match f.join("r2", "b", b, 0).unwrap() {
+            JoinOutcome::Joined(j) => {
+                let left = j.left.expect("left r1");
+                assert_eq!(&*left.room, "r1");
+                assert_eq!(left.remaining.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.rooms.route(b, "a").unwrap_err(), RouteError::OtherRoom);
+    }
+
+    #[test]
+    fn full_room_refuses_and_changes_nothing() {
+        let f = Fixture::new();
+        let (a, b, c) = (ConnId::new(), ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 2).unwrap();
+        f.join("r", "b", b, 2).unwrap();
+        f.join("other", "c", c, 2).unwrap();
+        assert_eq!(
+            f.join("r", "c", c, 2).unwrap_err(),
+            Refusal::RoomFull { capacity: 2 }
+        );
+        assert_eq!(
+            f.rooms.membership(c).map(|(r, _)| r.to_string()),
+            Some("other".into())
+        );
+    }
+
+    #[test]
+    fn member_key_of_another_connection_is_refused() {
+        let f = Fixture::new();
+        let (a, b) = (ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 0).unwrap();
+        assert_eq!(f.join("r", "a", b, 0).unwrap_err(), Refusal::MemberIdInUse);
+    }
+
+    #[test]
+    fn routes_only_inside_a_room() {
+        let f = Fixture::new();
+        let (a, b, c, d) = (ConnId::new(), ConnId::new(), ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 0).unwrap();
+        f.join("r", "b", b, 0).unwrap();
+        f.join("s", "c", c, 0).unwrap();
+        assert_eq!(&*f.rooms.route(a, "b").unwrap().sender, "a");
+        assert_eq!(f.rooms.route(a, "c").unwrap_err(), RouteError::OtherRoom);
+        assert_eq!(
+            f.rooms.route(a, "zz").unwrap_err(),
+            RouteError::UnknownTarget
+        );
+        assert_eq!(f.rooms.route(d, "a").unwrap_err(), RouteError::NotJoined);
+    }
+
+    #[test]
+    fn state_is_released_when_everyone_leaves() {
+        let f = Fixture::new();
+        for i in 0..1000 {
+            let conn = ConnId::new();
+            f.join(&format!("room{i}"), &format!("m{i}"), conn, 0)
+                .unwrap();
+            let d = f.rooms.leave(conn).expect("was in a room");
+            assert!(d.remaining.is_empty());
+        }
+        assert_eq!(f.rooms.sizes(), (0, 0));
+    }
+}

@@ -1,0 +1,134 @@
+//! Endpoints: one HTTP(S) listener per configured address, each with its own Socket.IO
+//! instance, the legacy-transport fixes, CORS, optional static files, and the protocol
+//! adapters bound to their namespaces.
+
+mod legacy;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::http::{header, Method};
+use axum::Router;
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use socketioxide::SocketIo;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+
+use crate::config::{EngineConfig, Tls};
+
+pub use legacy::strip_connect_queries;
+
+/// What one listen address serves.
+pub struct Endpoint {
+    /// Name for logs: the protocol(s) it carries.
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// TLS setting and the config key it came from (for error messages).
+    pub tls: (Tls, String),
+    /// Directory to serve as static files, if any.
+    pub static_dir: Option<PathBuf>,
+    /// Engine.IO settings.
+    pub engine: EngineConfig,
+    /// Namespaces bound by adapters (to know whether `/` needs a placeholder).
+    pub namespaces: Vec<String>,
+}
+
+/// A built endpoint, ready to serve.
+pub struct Listener {
+    /// Name for logs.
+    pub name: String,
+    /// Requested address.
+    pub listen: SocketAddr,
+    /// The Socket.IO instance (kept to close every socket on shutdown).
+    pub io: SocketIo,
+    tls: Option<RustlsConfig>,
+    router: Router,
+}
+
+impl Listener {
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Serves until `handle` is told to shut down.
+    pub async fn serve(self, handle: Handle<SocketAddr>) -> anyhow::Result<()> {
+        let app = self.router.into_make_service();
+        let result = match self.tls {
+            Some(tls) => {
+                axum_server::bind_rustls(self.listen, tls)
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+            None => {
+                axum_server::bind(self.listen)
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+        };
+        result.with_context(|| format!("{}: serving on {}", self.name, self.listen))
+    }
+}
+
+/// Builds an endpoint. `bind_adapters` binds the protocols to the Socket.IO instance and
+/// returns any extra HTTP routes they serve.
+pub fn build(
+    endpoint: Endpoint,
+    bind_adapters: impl FnOnce(&SocketIo) -> Router,
+) -> anyhow::Result<Listener> {
+    let e = &endpoint.engine;
+    let (layer, io) = SocketIo::builder()
+        .ping_interval(e.ping_interval)
+        .ping_timeout(e.ping_timeout)
+        .max_payload(e.max_payload)
+        .max_buffer_size(e.send_buffer)
+        .build_layer();
+    let mut routes = bind_adapters(&io);
+    if !endpoint.namespaces.iter().any(|ns| ns == "/") {
+        // Engine.IO v3 clients are connected to `/` implicitly; socketioxide closes them if
+        // `/` does not exist, even when they only want another namespace.
+        io.ns("/", async || ());
+    }
+    if let Some(dir) = &endpoint.static_dir {
+        routes = routes.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
+    }
+    let max_body = usize::try_from(e.max_payload).unwrap_or(usize::MAX);
+    let router = routes
+        .layer(layer)
+        .layer(axum::middleware::map_request(move |req: Request| {
+            legacy::fix_request(max_body, req)
+        }))
+        .layer(cors());
+    let (tls, tls_key) = &endpoint.tls;
+    let tls = tls::server_config(tls, tls_key)?;
+    Ok(Listener {
+        name: endpoint.name,
+        listen: endpoint.listen,
+        io,
+        tls,
+        router,
+    })
+}
+
+/// CORS for browser clients on other origins: the WebRtcRoom Html page polls cross-origin
+/// with credentials, so the request's `Origin` is echoed and credentials allowed (a `*`
+/// would be refused by the browser).
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([header::CONTENT_TYPE])
+}

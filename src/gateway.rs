@@ -1,0 +1,126 @@
+//! Starting and stopping the whole gateway: every endpoint, the admin listener, and a
+//! graceful shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum_server::Handle;
+use tokio::task::JoinSet;
+
+use crate::adapters::webrtcroom::WebRtcRoom;
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::endpoints::{self, Endpoint, Listener};
+
+/// Runs the gateway until `stop` resolves, then shuts down gracefully.
+pub async fn run(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = admin::install_metrics()?;
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let mut listeners: Vec<(Listener, String)> = Vec::new();
+    let w = &config.webrtcroom;
+    if w.enabled {
+        let endpoint = Endpoint {
+            name: "webrtcroom".into(),
+            listen: w.listen,
+            tls: (w.tls.clone(), "webrtcroom.tls".into()),
+            static_dir: (!w.static_dir.as_os_str().is_empty()).then(|| w.static_dir.clone()),
+            engine: w.engine.clone(),
+            namespaces: vec![w.namespace.clone()],
+        };
+        let listener = endpoints::build(endpoint, |io| {
+            WebRtcRoom::bind(io, w);
+            Router::new()
+        })?;
+        listeners.push((listener, format!("namespace {:?}", w.namespace)));
+    }
+    if listeners.is_empty() {
+        anyhow::bail!("no protocol is enabled: set webrtcroom.enabled = true");
+    }
+
+    let mut tasks = JoinSet::new();
+    let mut handles = Vec::new();
+    let mut ios = Vec::new();
+    for (listener, what) in listeners {
+        let handle: Handle<SocketAddr> = Handle::new();
+        handles.push(handle.clone());
+        ios.push(listener.io.clone());
+        let scheme = listener.scheme();
+        let name = listener.name.clone();
+        let h = handle.clone();
+        tasks.spawn(listener.serve(h));
+        let addr = handle
+            .listening()
+            .await
+            .with_context(|| format!("{name}: could not bind"))?;
+        announce(&name, scheme, addr, &what);
+    }
+    if config.admin.enabled {
+        let handle: Handle<SocketAddr> = Handle::new();
+        handles.push(handle.clone());
+        let app = admin::router(AdminState {
+            metrics,
+            ready: ready.clone(),
+        });
+        let listen = config.admin.listen;
+        let h = handle.clone();
+        tasks.spawn(async move {
+            axum_server::bind(listen)
+                .handle(h)
+                .serve(app.into_make_service())
+                .await
+                .with_context(|| format!("admin: serving on {listen}"))
+        });
+        let addr = handle.listening().await.context("admin: could not bind")?;
+        announce("admin", "http", addr, "/healthz /readyz /metrics");
+    }
+    ready.store(true, Ordering::Release);
+
+    tokio::select! {
+        _ = stop => {}
+        Some(result) = tasks.join_next() => {
+            // A listener ended on its own: that is a failure (e.g. the address went away).
+            result.context("listener task")??;
+        }
+    }
+
+    let grace = config.shutdown.grace;
+    tracing::info!(?grace, "stopping: closing every connection");
+    for io in &ios {
+        let open = io.sockets().len();
+        tracing::info!(open, "closing sockets");
+    }
+    for handle in &handles {
+        handle.graceful_shutdown(Some(grace));
+    }
+    let close_all = async {
+        for io in ios {
+            io.close().await;
+        }
+        while tasks.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(grace + std::time::Duration::from_secs(1), close_all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed with connections still open");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints where a listener is reachable (also what tests read to find ephemeral ports).
+fn announce(name: &str, scheme: &str, addr: SocketAddr, what: &str) {
+    let url = format!("{scheme}://{addr}");
+    println!("{name} listening on {url} ({what})");
+    if addr.ip().is_unspecified() {
+        println!("{name}   reachable as {scheme}://localhost:{}", addr.port());
+    }
+    tracing::info!(%name, %url, "listening");
+}

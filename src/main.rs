@@ -1,0 +1,78 @@
+//! The `signal-gateway` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use signal_gateway::config::{Config, LogFormat, Source};
+use tracing_subscriber::EnvFilter;
+
+/// WebRTC signalling gateway for WebRtcRoom (socket.io 2.x) and chatroom (socket.io 4.x) apps.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file. Default: ./gateway.toml if it exists, else built-in defaults.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Validate the configuration, print the effective settings, and exit.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Override one setting, e.g. `--set webrtcroom.listen=127.0.0.1:18443` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_path = PathBuf::from("gateway.toml");
+    let source = match &cli.config {
+        Some(p) => Source::Required(p),
+        None => Source::Optional(&default_path),
+    };
+    let config = match Config::load(source, std::env::vars(), &cli.set) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("signal-gateway: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("signal-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(signal_gateway::gateway::run(
+        config,
+        signal_gateway::shutdown::requested(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signal-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}

@@ -1,0 +1,168 @@
+//! Where room state lives.
+//!
+//! The core decides *what* happens (rules, outcomes); the store only holds *where things are*:
+//! which rooms exist, which members they hold in join order, and which connection each member
+//! is reached through. Keeping the two apart lets the state move (to Redis, for several nodes)
+//! without the rules or the adapters changing.
+//!
+//! Today there is one store, in memory. All of a realm's state sits behind one mutex that is
+//! held only for the few map operations of one core call, never across an `.await` or a send,
+//! so a slow client can never hold it. `parking_lot`'s mutex does not poison: a panic in one
+//! call cannot wedge the state for everyone else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use crate::core::ConnId;
+
+/// One realm's rooms and members, in memory.
+pub struct MemoryStore<H> {
+    table: Mutex<Table<H>>,
+}
+
+impl<H> Default for MemoryStore<H> {
+    fn default() -> Self {
+        Self {
+            table: Mutex::new(Table {
+                rooms: HashMap::new(),
+                members: HashMap::new(),
+                conns: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<H> MemoryStore<H> {
+    /// Runs `f` with exclusive access to the table. Keep `f` short: no I/O, no sends.
+    pub fn transact<R>(&self, f: impl FnOnce(&mut Table<H>) -> R) -> R {
+        f(&mut self.table.lock())
+    }
+}
+
+/// The rooms and members of one realm, with the primitive operations the core builds on.
+///
+/// Invariants kept here: every member is listed in exactly its room's member list; a room
+/// with no members does not exist; `conns` maps exactly the bound connections.
+pub struct Table<H> {
+    rooms: HashMap<Arc<str>, Room>,
+    members: HashMap<Arc<str>, Member<H>>,
+    conns: HashMap<ConnId, Arc<str>>,
+}
+
+/// A room: its members' keys in the order they joined (peers are listed in that order).
+#[derive(Debug, Default)]
+pub struct Room {
+    /// Member keys, oldest first.
+    pub members: Vec<Arc<str>>,
+}
+
+/// A member: where it is and how to reach it.
+#[derive(Debug)]
+pub struct Member<H> {
+    /// The room it is in.
+    pub room: Arc<str>,
+    /// The connection it is currently bound to, if any (none while it is away).
+    pub conn: Option<ConnId>,
+    /// How the adapter sends to that connection.
+    pub handle: Option<H>,
+    /// A display name, for protocols that require names to be unique within a room.
+    pub name: Option<Arc<str>>,
+    /// When it joined, for operators.
+    pub joined_at: SystemTime,
+}
+
+impl<H> Table<H> {
+    /// The member bound to `conn`, with its key.
+    pub fn member_by_conn(&self, conn: ConnId) -> Option<(&Arc<str>, &Member<H>)> {
+        let key = self.conns.get(&conn)?;
+        self.members.get(key).map(|m| (key, m))
+    }
+
+    /// The member with key `key`.
+    pub fn member(&self, key: &str) -> Option<&Member<H>> {
+        self.members.get(key)
+    }
+
+    /// The room named `name`.
+    pub fn room(&self, name: &str) -> Option<&Room> {
+        self.rooms.get(name)
+    }
+
+    /// Adds a member to its room, creating the room if needed. The key must be free.
+    pub fn insert(&mut self, key: Arc<str>, member: Member<H>) {
+        debug_assert!(!self.members.contains_key(&key));
+        if let Some(conn) = member.conn {
+            self.conns.insert(conn, key.clone());
+        }
+        self.rooms
+            .entry(member.room.clone())
+            .or_default()
+            .members
+            .push(key.clone());
+        self.members.insert(key, member);
+    }
+
+    /// Removes a member, and its room when it was the last one.
+    pub fn remove(&mut self, key: &str) -> Option<Member<H>> {
+        let member = self.members.remove(key)?;
+        if let Some(conn) = member.conn {
+            self.conns.remove(&conn);
+        }
+        if let Some(room) = self.rooms.get_mut(&member.room) {
+            room.members.retain(|k| &**k != key);
+            if room.members.is_empty() {
+                self.rooms.remove(&member.room);
+            }
+        }
+        Some(member)
+    }
+
+    /// Number of rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Number of members.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Every room name with its members, for operators.
+    pub fn rooms(&self) -> impl Iterator<Item = (&Arc<str>, &Room)> {
+        self.rooms.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(room: &str) -> Member<()> {
+        Member {
+            room: room.into(),
+            conn: Some(ConnId::new()),
+            handle: Some(()),
+            name: None,
+            joined_at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn last_member_out_removes_the_room() {
+        let store = MemoryStore::<()>::default();
+        store.transact(|t| {
+            t.insert("a".into(), member("r"));
+            t.insert("b".into(), member("r"));
+            assert_eq!(t.room_count(), 1);
+            t.remove("a");
+            assert_eq!(t.room("r").map(|r| r.members.len()), Some(1));
+            t.remove("b");
+            assert_eq!(t.room_count(), 0);
+            assert_eq!(t.member_count(), 0);
+            assert!(t.conns.is_empty());
+        });
+    }
+}
