@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// The WebRtcRoom protocol (socket.io 2.x apps).
     pub webrtcroom: WebRtcRoomConfig,
+    /// The chatroom protocol (socket.io-client 4.x front-end).
+    pub chatroom: ChatroomConfig,
     /// The operators' endpoint: health and metrics.
     pub admin: AdminConfig,
     /// Logging.
@@ -67,6 +69,46 @@ impl Default for WebRtcRoomConfig {
                 ping_timeout: Duration::from_secs(5),
                 ..EngineConfig::default()
             },
+        }
+    }
+}
+
+/// How the chatroom protocol is served. The first seven keys are the fixed schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatroomConfig {
+    /// Serve this protocol at all.
+    pub enabled: bool,
+    /// The address to listen on (`ip:port`).
+    pub listen: SocketAddr,
+    /// The Socket.IO namespace the protocol answers on.
+    pub namespace: String,
+    /// TLS for this listener.
+    pub tls: Tls,
+    /// A directory holding the built client, served with a fallback to `index.html` for
+    /// client-side routes (empty: none).
+    pub static_dir: PathBuf,
+    /// How long a member whose connection dropped is kept for a `reconnect`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_grace: Duration,
+    /// Most members a room may hold; 0 means unlimited.
+    pub max_room_size: usize,
+    /// Engine.IO settings for the listener (`[chatroom.engine]`).
+    pub engine: EngineConfig,
+}
+
+impl Default for ChatroomConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            namespace: "/".into(),
+            tls: Tls::Off,
+            static_dir: PathBuf::new(),
+            reconnect_grace: Duration::from_secs(15),
+            max_room_size: 0,
+            // The original server (engine.io 6) used 25 s / 20 s.
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -299,11 +341,30 @@ impl Config {
         check_tls("webrtcroom.tls", &w.tls)?;
         check_static_dir("webrtcroom.static_dir", &w.static_dir)?;
         check_engine("webrtcroom", &w.engine)?;
-        if self.admin.enabled && w.enabled && self.admin.listen == w.listen {
+        let c = &self.chatroom;
+        check_namespace("chatroom.namespace", &c.namespace)?;
+        check_tls("chatroom.tls", &c.tls)?;
+        check_static_dir("chatroom.static_dir", &c.static_dir)?;
+        check_engine("chatroom", &c.engine)?;
+        if !w.enabled && !c.enabled {
             return Err(ConfigError::invalid(
-                "admin.listen",
-                format!("{} is already used by webrtcroom.listen", self.admin.listen),
+                "webrtcroom.enabled",
+                "no protocol is enabled (webrtcroom.enabled and chatroom.enabled are both false)",
             ));
+        }
+        if w.enabled && c.enabled && same_address(w.listen, c.listen) {
+            check_shared_listener(w, c)?;
+        }
+        for (name, enabled, listen) in [
+            ("webrtcroom", w.enabled, w.listen),
+            ("chatroom", c.enabled, c.listen),
+        ] {
+            if self.admin.enabled && enabled && same_address(self.admin.listen, listen) {
+                return Err(ConfigError::invalid(
+                    "admin.listen",
+                    format!("{} is already used by {name}.listen", self.admin.listen),
+                ));
+            }
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(ConfigError::invalid("log.level", e.to_string()));
@@ -354,6 +415,38 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
             }
         }
     }
+}
+
+/// Whether two listen settings name one socket (port 0 asks for a fresh port each time).
+pub fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
+    a == b && a.port() != 0
+}
+
+/// Two protocols on one address share one Socket.IO instance: they need their own namespaces
+/// and the same transport settings.
+fn check_shared_listener(w: &WebRtcRoomConfig, c: &ChatroomConfig) -> Result<(), ConfigError> {
+    let clash = |key: &str, what: &str| {
+        Err(ConfigError::invalid(
+            key,
+            format!("webrtcroom and chatroom share {} and so {what}", c.listen),
+        ))
+    };
+    if w.namespace == c.namespace {
+        return clash(
+            "chatroom.namespace",
+            "need different namespaces (unmodified clients of both use \"/\": give each its own address)",
+        );
+    }
+    if w.tls != c.tls {
+        return clash("chatroom.tls", "need the same tls setting");
+    }
+    if w.engine != c.engine {
+        return clash("chatroom.engine", "need the same [engine] settings");
+    }
+    if !w.static_dir.as_os_str().is_empty() && !c.static_dir.as_os_str().is_empty() {
+        return clash("chatroom.static_dir", "can serve only one static_dir");
+    }
+    Ok(())
 }
 
 fn check_namespace(key: &str, ns: &str) -> Result<(), ConfigError> {
@@ -484,6 +577,32 @@ mod tests {
             assert!(err.contains(key), "error {err:?} should name {key}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn shared_listener_needs_distinct_namespaces() {
+        let same = "[webrtcroom]\nlisten = \"127.0.0.1:7000\"\ntls = \"off\"\n[chatroom]\nlisten = \"127.0.0.1:7000\"\n";
+        let err = load(Some(same), &[], &[]).expect_err("clash");
+        assert!(err.contains("chatroom.namespace"), "{err}");
+        let err =
+            load(Some(&format!("{same}namespace = \"/chat\"\n")), &[], &[]).expect_err("engine");
+        assert!(err.contains("chatroom.engine"), "{err}");
+        let ok = format!("{same}namespace = \"/chat\"\n[chatroom.engine]\nping_timeout = \"5s\"\n");
+        let c = load(Some(&ok), &[], &[]).expect("distinct namespaces share an address");
+        assert_eq!(c.chatroom.namespace, "/chat");
+        let tls = "[webrtcroom]\nlisten = \"127.0.0.1:7000\"\n[chatroom]\nlisten = \"127.0.0.1:7000\"\nnamespace = \"/c\"\n";
+        let err = load(Some(tls), &[], &[]).expect_err("tls differs");
+        assert!(err.contains("chatroom.tls"), "{err}");
+    }
+
+    #[test]
+    fn chatroom_defaults_match_the_original() {
+        let c = load(None, &[], &[]).expect("defaults");
+        assert_eq!(c.chatroom.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!(c.chatroom.reconnect_grace, Duration::from_secs(15));
+        assert_eq!(c.chatroom.tls, Tls::Off);
+        let c = load(None, &[("GATEWAY_CHATROOM__RECONNECT_GRACE", "2s")], &[]).expect("env");
+        assert_eq!(c.chatroom.reconnect_grace, Duration::from_secs(2));
     }
 
     #[test]

@@ -10,10 +10,11 @@ use axum::Router;
 use axum_server::Handle;
 use tokio::task::JoinSet;
 
+use crate::adapters::chatroom::Chatroom;
 use crate::adapters::webrtcroom::WebRtcRoom;
 use crate::admin::{self, AdminState};
-use crate::config::Config;
-use crate::endpoints::{self, Endpoint, Listener};
+use crate::config::{same_address, Config};
+use crate::endpoints::{self, Endpoint, Listener, StaticFiles};
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -24,24 +25,26 @@ pub async fn run(
     let ready = Arc::new(AtomicBool::new(false));
 
     let mut listeners: Vec<(Listener, String)> = Vec::new();
-    let w = &config.webrtcroom;
-    if w.enabled {
-        let endpoint = Endpoint {
-            name: "webrtcroom".into(),
-            listen: w.listen,
-            tls: (w.tls.clone(), "webrtcroom.tls".into()),
-            static_dir: (!w.static_dir.as_os_str().is_empty()).then(|| w.static_dir.clone()),
-            engine: w.engine.clone(),
-            namespaces: vec![w.namespace.clone()],
-        };
+    for (endpoint, mounts) in plan(&config) {
+        let what = endpoint
+            .namespaces
+            .iter()
+            .zip(&mounts)
+            .map(|(ns, m)| format!("{} on namespace {ns:?}", m.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let listener = endpoints::build(endpoint, |io| {
-            WebRtcRoom::bind(io, w);
-            Router::new()
+            mounts
+                .iter()
+                .fold(Router::new(), |routes, mount| match mount {
+                    Mount::WebRtcRoom => {
+                        WebRtcRoom::bind(io, &config.webrtcroom);
+                        routes
+                    }
+                    Mount::Chatroom => routes.merge(Chatroom::bind(io, &config.chatroom)),
+                })
         })?;
-        listeners.push((listener, format!("namespace {:?}", w.namespace)));
-    }
-    if listeners.is_empty() {
-        anyhow::bail!("no protocol is enabled: set webrtcroom.enabled = true");
+        listeners.push((listener, what));
     }
 
     let mut tasks = JoinSet::new();
@@ -113,6 +116,81 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A protocol bound to an endpoint.
+#[derive(Debug, Clone, Copy)]
+enum Mount {
+    WebRtcRoom,
+    Chatroom,
+}
+
+impl Mount {
+    fn name(self) -> &'static str {
+        match self {
+            Mount::WebRtcRoom => "webrtcroom",
+            Mount::Chatroom => "chatroom",
+        }
+    }
+}
+
+/// Groups the enabled protocols by listen address (validation made sure that protocols
+/// sharing an address agree on TLS and transport settings).
+fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
+    let w = &config.webrtcroom;
+    let c = &config.chatroom;
+    let mut planned: Vec<(Endpoint, Vec<Mount>)> = Vec::new();
+    let candidates = [
+        (
+            w.enabled,
+            Mount::WebRtcRoom,
+            w.listen,
+            &w.tls,
+            &w.static_dir,
+            false,
+            &w.engine,
+            &w.namespace,
+        ),
+        (
+            c.enabled,
+            Mount::Chatroom,
+            c.listen,
+            &c.tls,
+            &c.static_dir,
+            true,
+            &c.engine,
+            &c.namespace,
+        ),
+    ];
+    for (enabled, mount, listen, tls, dir, spa, engine, ns) in candidates {
+        if !enabled {
+            continue;
+        }
+        let files = (!dir.as_os_str().is_empty()).then(|| StaticFiles {
+            dir: dir.clone(),
+            spa,
+        });
+        if let Some((endpoint, mounts)) = planned
+            .iter_mut()
+            .find(|(e, _)| same_address(e.listen, listen))
+        {
+            endpoint.name = format!("{}+{}", endpoint.name, mount.name());
+            endpoint.namespaces.push(ns.clone());
+            endpoint.static_files = endpoint.static_files.take().or(files);
+            mounts.push(mount);
+            continue;
+        }
+        let endpoint = Endpoint {
+            name: mount.name().into(),
+            listen,
+            tls: (tls.clone(), format!("{}.tls", mount.name())),
+            static_files: files,
+            engine: engine.clone(),
+            namespaces: vec![ns.clone()],
+        };
+        planned.push((endpoint, vec![mount]));
+    }
+    planned
 }
 
 /// Prints where a listener is reachable (also what tests read to find ephemeral ports).

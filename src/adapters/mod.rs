@@ -12,6 +12,7 @@
 //! until the previous one is handled. Handling never waits (core calls take a short lock,
 //! sends only enqueue), so this costs nothing in concurrency between sockets.
 
+pub mod chatroom;
 pub mod webrtcroom;
 mod wire;
 

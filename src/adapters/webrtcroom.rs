@@ -22,7 +22,7 @@ use socketioxide::{ProtocolVersion, SocketIo};
 
 use crate::adapters::{deliver, wire, EventFrame, Protocol};
 use crate::config::WebRtcRoomConfig;
-use crate::core::{Departure, Join, JoinOutcome, Peer, Rooms};
+use crate::core::{Departure, Join, JoinOutcome, Peer, Rooms, Target};
 use crate::stats;
 
 const NAME: &str = "webrtcroom";
@@ -232,7 +232,7 @@ impl WebRtcRoom {
         let object = frame.object().ok_or(Bad::NotAnObject)?;
         let envelope: Envelope = serde_json::from_str(object.get()).map_err(|_| Bad::Field)?;
         let to = envelope.to.ok_or(Bad::Field)?;
-        let route = match self.rooms.route(socket.id, &to) {
+        let route = match self.rooms.route(socket.id, Target::Member(&to), None) {
             Ok(route) => route,
             Err(e) => {
                 stats::dropped(NAME, e.kind());

@@ -10,11 +10,18 @@
 //! - a relay goes only between two members of the same room, and the sender is the
 //!   connection that sent it, never what its payload claims;
 //! - a room exists exactly as long as it has members, so memory follows the live rooms, not
-//!   the number of rooms ever created.
+//!   the number of rooms ever created;
+//! - a member whose connection drops may be kept for a grace period and come back on a new
+//!   connection; only the timer of its *current* absence can remove it.
 
+mod presence;
 mod room;
 
-pub use room::{Departure, Join, JoinOutcome, Joined, Peer, Refusal, Rooms, Route, RouteError};
+pub use presence::{Disconnected, Rebind, RebindError, Rebound};
+pub use room::{
+    Departure, Join, JoinOutcome, Joined, LinkNote, LinkedPeer, Peer, Refusal, Rooms, Route,
+    RouteError, Target,
+};
 
 /// Identifies one transport connection (one Socket.IO socket).
 pub type ConnId = socketioxide::socket::Sid;

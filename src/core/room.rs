@@ -1,10 +1,11 @@
 //! Joining, leaving and routing inside one realm (the rooms of one protocol).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::core::ConnId;
-use crate::store::{Member, MemoryStore, Table};
+use crate::store::{Link, Member, MemoryStore, Table};
 
 /// The rooms of one realm and the rules that govern them.
 ///
@@ -12,8 +13,8 @@ use crate::store::{Member, MemoryStore, Table};
 /// and hands it back in outcomes, so the adapter can send without a second lookup.
 pub struct Rooms<H> {
     /// Label for metrics and logs (the protocol that owns this realm).
-    realm: &'static str,
-    store: MemoryStore<H>,
+    pub(super) realm: &'static str,
+    pub(super) store: MemoryStore<H>,
 }
 
 /// A request to join a room.
@@ -69,8 +70,41 @@ pub struct Departure<H> {
     pub room: Arc<str>,
     /// Who left.
     pub member: Arc<str>,
+    /// The last connection it had (how its peers knew it).
+    pub last_conn: ConnId,
     /// Who is still there, oldest first (empty: the room is gone).
     pub remaining: Vec<Peer<H>>,
+    /// Connected peers that had linked to it, with their own connector for that link.
+    pub linked: Vec<LinkedPeer<H>>,
+}
+
+/// A connected peer with a link to some member.
+#[derive(Debug, Clone)]
+pub struct LinkedPeer<H> {
+    /// The peer's member key.
+    pub member: Arc<str>,
+    /// The peer's connection.
+    pub handle: H,
+    /// The peer's own connector id for the link.
+    pub connector: Arc<str>,
+}
+
+/// Who a relay is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A member, by key.
+    Member(&'a str),
+    /// Whoever is bound to this connection.
+    Conn(ConnId),
+}
+
+/// A link to record on the target of a relay: the sender's connector and stream kind.
+#[derive(Debug, Clone)]
+pub struct LinkNote {
+    /// The sender's connector id.
+    pub connector: Arc<str>,
+    /// The stream kind.
+    pub stream: Arc<str>,
 }
 
 /// Why a join was refused. Nothing changed.
@@ -139,6 +173,9 @@ pub struct Route<H> {
     pub target: H,
 }
 
+/// Hands out member epochs, unique for the life of the process.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
 impl<H: Clone> Rooms<H> {
     /// An empty realm.
     pub fn new(realm: &'static str) -> Self {
@@ -159,8 +196,11 @@ impl<H: Clone> Rooms<H> {
                     return Ok(JoinOutcome::AlreadyMember { peers });
                 }
             }
-            if let Some(existing) = t.member(&req.member) {
-                if existing.conn != Some(req.conn) {
+            if t.member(&req.member).is_some() {
+                // Only reachable with another connection (same connection, same room returned
+                // above; same connection, other room: its key is free once it leaves, but a key
+                // is never reused across rooms by one connection without leaving).
+                if t.member_by_conn(req.conn).map(|(k, _)| k) != Some(&req.member) {
                     return Err(Refusal::MemberIdInUse);
                 }
             }
@@ -194,6 +234,10 @@ impl<H: Clone> Rooms<H> {
                     handle: Some(req.handle),
                     name: req.name,
                     joined_at: SystemTime::now(),
+                    epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
+                    last_conn: req.conn,
+                    absence: 0,
+                    links: Vec::new(),
                 },
             );
             Ok(JoinOutcome::Joined(Joined { existing, left }))
@@ -211,18 +255,54 @@ impl<H: Clone> Rooms<H> {
         departure
     }
 
-    /// Checks that `conn` may reach member `to`, and returns how.
-    pub fn route(&self, conn: ConnId, to: &str) -> Result<Route<H>, RouteError> {
+    /// Checks that `conn` may reach `to`, and returns how. With `link`, also records on the
+    /// target that the sender linked to it (replacing an older link of the same stream kind).
+    pub fn route(
+        &self,
+        conn: ConnId,
+        to: Target<'_>,
+        link: Option<LinkNote>,
+    ) -> Result<Route<H>, RouteError> {
         self.store.transact(|t| {
             let (sender, from) = t.member_by_conn(conn).ok_or(RouteError::NotJoined)?;
-            let target = t.member(to).ok_or(RouteError::UnknownTarget)?;
-            if target.room != from.room {
+            let (sender, sender_room, sender_epoch) =
+                (sender.clone(), from.room.clone(), from.epoch);
+            let target_key = match to {
+                Target::Member(key) => t.member(key).map(|_| Arc::<str>::from(key)),
+                Target::Conn(c) => t.member_by_conn(c).map(|(k, _)| k.clone()),
+            }
+            .ok_or(RouteError::UnknownTarget)?;
+            let target = t.member_mut(&target_key).ok_or(RouteError::UnknownTarget)?;
+            if target.room != sender_room {
                 return Err(RouteError::OtherRoom);
             }
-            let target = target.handle.clone().ok_or(RouteError::TargetAway)?;
+            let handle = target.handle.clone().ok_or(RouteError::TargetAway)?;
+            if let Some(note) = link {
+                target
+                    .links
+                    .retain(|l| !(l.peer == sender && l.stream == note.stream));
+                target.links.push(Link {
+                    peer: sender.clone(),
+                    peer_epoch: sender_epoch,
+                    peer_conn: conn,
+                    connector: note.connector,
+                    stream: note.stream,
+                });
+            }
             Ok(Route {
-                sender: sender.clone(),
-                target,
+                sender,
+                target: handle,
+            })
+        })
+    }
+
+    /// Whether a member of `room` uses display name `name`.
+    pub fn name_taken(&self, room: &str, name: &str) -> bool {
+        self.store.transact(|t| {
+            t.room(room).is_some_and(|r| {
+                r.members
+                    .iter()
+                    .any(|k| t.member(k).and_then(|m| m.name.as_deref()) == Some(name))
             })
         })
     }
@@ -240,21 +320,21 @@ impl<H: Clone> Rooms<H> {
         self.store.transact(|t| (t.room_count(), t.member_count()))
     }
 
-    fn publish_sizes(&self) {
+    pub(super) fn publish_sizes(&self) {
         let (rooms, members) = self.sizes();
         metrics::gauge!("gateway_rooms", "protocol" => self.realm).set(rooms as f64);
         metrics::gauge!("gateway_members", "protocol" => self.realm).set(members as f64);
     }
 }
 
-fn peer<H: Clone>(t: &Table<H>, key: &Arc<str>) -> Peer<H> {
+pub(super) fn peer<H: Clone>(t: &Table<H>, key: &Arc<str>) -> Peer<H> {
     Peer {
         member: key.clone(),
         handle: t.member(key).and_then(|m| m.handle.clone()),
     }
 }
 
-fn peers_except<H: Clone>(t: &Table<H>, room: &str, except: &str) -> Vec<Peer<H>> {
+pub(super) fn peers_except<H: Clone>(t: &Table<H>, room: &str, except: &str) -> Vec<Peer<H>> {
     t.room(room)
         .map(|r| {
             r.members
@@ -268,12 +348,44 @@ fn peers_except<H: Clone>(t: &Table<H>, room: &str, except: &str) -> Vec<Peer<H>
 
 fn leave_in<H: Clone>(t: &mut Table<H>, conn: ConnId) -> Option<Departure<H>> {
     let key = t.member_by_conn(conn)?.0.clone();
-    let member = t.remove(&key)?;
-    let remaining = peers_except(t, &member.room, &key);
+    remove_in(t, &key)
+}
+
+/// Removes a member and works out who must hear of it.
+///
+/// Connected members drop their links to it (they are told now, by the adapter); members
+/// that are away keep theirs, so that when they come back they learn the peer is gone.
+pub(super) fn remove_in<H: Clone>(t: &mut Table<H>, key: &Arc<str>) -> Option<Departure<H>> {
+    let member = t.remove(key)?;
+    let remaining = peers_except(t, &member.room, key);
+    for p in &remaining {
+        if p.handle.is_some() {
+            if let Some(m) = t.member_mut(&p.member) {
+                m.links.retain(|l| l.peer != *key);
+            }
+        }
+    }
+    let linked = member
+        .links
+        .iter()
+        .filter_map(|l| {
+            let peer = t.member(&l.peer)?;
+            if peer.epoch != l.peer_epoch || peer.room != member.room {
+                return None;
+            }
+            Some(LinkedPeer {
+                member: l.peer.clone(),
+                handle: peer.handle.clone()?,
+                connector: l.connector.clone(),
+            })
+        })
+        .collect();
     Some(Departure {
         room: member.room,
-        member: key,
+        member: key.clone(),
+        last_conn: member.last_conn,
         remaining,
+        linked,
     })
 }
 
@@ -355,7 +467,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(f.rooms.route(b, "a").unwrap_err(), RouteError::OtherRoom);
+        assert_eq!(
+            f.rooms.route(b, Target::Member("a"), None).unwrap_err(),
+            RouteError::OtherRoom
+        );
     }
 
     #[test]
@@ -390,13 +505,14 @@ mod tests {
         f.join("r", "a", a, 0).unwrap();
         f.join("r", "b", b, 0).unwrap();
         f.join("s", "c", c, 0).unwrap();
-        assert_eq!(&*f.rooms.route(a, "b").unwrap().sender, "a");
-        assert_eq!(f.rooms.route(a, "c").unwrap_err(), RouteError::OtherRoom);
-        assert_eq!(
-            f.rooms.route(a, "zz").unwrap_err(),
-            RouteError::UnknownTarget
-        );
-        assert_eq!(f.rooms.route(d, "a").unwrap_err(), RouteError::NotJoined);
+        let route = |c, to| f.rooms.route(c, Target::Member(to), None);
+        assert_eq!(&*route(a, "b").unwrap().sender, "a");
+        assert_eq!(route(a, "c").unwrap_err(), RouteError::OtherRoom);
+        assert_eq!(route(a, "zz").unwrap_err(), RouteError::UnknownTarget);
+        assert_eq!(route(d, "a").unwrap_err(), RouteError::NotJoined);
+        let by_conn = |c, to| f.rooms.route(c, Target::Conn(to), None);
+        assert_eq!(&*by_conn(b, a).unwrap().sender, "b");
+        assert_eq!(by_conn(b, c).unwrap_err(), RouteError::OtherRoom);
     }
 
     #[test]

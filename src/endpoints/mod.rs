@@ -16,7 +16,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use socketioxide::SocketIo;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
-use tower_http::services::ServeDir;
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::config::{EngineConfig, Tls};
 
@@ -30,12 +30,20 @@ pub struct Endpoint {
     pub listen: SocketAddr,
     /// TLS setting and the config key it came from (for error messages).
     pub tls: (Tls, String),
-    /// Directory to serve as static files, if any.
-    pub static_dir: Option<PathBuf>,
+    /// Static files to serve, if any.
+    pub static_files: Option<StaticFiles>,
     /// Engine.IO settings.
     pub engine: EngineConfig,
     /// Namespaces bound by adapters (to know whether `/` needs a placeholder).
     pub namespaces: Vec<String>,
+}
+
+/// A directory served next to Socket.IO on the same address.
+pub struct StaticFiles {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Single-page app: unknown paths get `index.html` (client-side routing).
+    pub spa: bool,
 }
 
 /// A built endpoint, ready to serve.
@@ -100,8 +108,14 @@ pub fn build(
         // `/` does not exist, even when they only want another namespace.
         io.ns("/", async || ());
     }
-    if let Some(dir) = &endpoint.static_dir {
-        routes = routes.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
+    if let Some(files) = &endpoint.static_files {
+        let dir = ServeDir::new(&files.dir).append_index_html_on_directories(true);
+        routes = if files.spa {
+            let index = files.dir.join("index.html");
+            routes.fallback_service(dir.fallback(ServeFile::new(index)))
+        } else {
+            routes.fallback_service(dir)
+        };
     }
     let max_body = usize::try_from(e.max_payload).unwrap_or(usize::MAX);
     let router = routes

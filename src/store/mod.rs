@@ -72,6 +72,30 @@ pub struct Member<H> {
     pub name: Option<Arc<str>>,
     /// When it joined, for operators.
     pub joined_at: SystemTime,
+    /// Distinguishes this member from a later one that reuses its key.
+    pub epoch: u64,
+    /// The last connection it was bound to (its wire id while it is away or gone).
+    pub last_conn: ConnId,
+    /// Bumped on every disconnect and rebind, so a grace timer can tell whether the
+    /// absence it was started for is still the current one.
+    pub absence: u64,
+    /// Peers that set up a link *to* this member: their key, epoch and their connector.
+    pub links: Vec<Link>,
+}
+
+/// A media link that a peer opened to a member, recorded on that member.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The peer's member key.
+    pub peer: Arc<str>,
+    /// The peer's epoch when the link was made (a reused key is another peer).
+    pub peer_epoch: u64,
+    /// The peer's connection when the link was made (how the member's client knows it).
+    pub peer_conn: ConnId,
+    /// The peer's own connector id for this link (opaque to the gateway).
+    pub connector: Arc<str>,
+    /// The stream kind (opaque to the gateway).
+    pub stream: Arc<str>,
 }
 
 impl<H> Table<H> {
@@ -89,6 +113,35 @@ impl<H> Table<H> {
     /// The room named `name`.
     pub fn room(&self, name: &str) -> Option<&Room> {
         self.rooms.get(name)
+    }
+
+    /// The member with key `key`, to change it. Use [`Table::bind`] and [`Table::unbind`]
+    /// for its connection, which is indexed.
+    pub fn member_mut(&mut self, key: &str) -> Option<&mut Member<H>> {
+        self.members.get_mut(key)
+    }
+
+    /// Binds a member to a (new) connection. Returns the connection it was bound to before.
+    pub fn bind(&mut self, key: &Arc<str>, conn: ConnId, handle: H) -> Option<ConnId> {
+        let member = self.members.get_mut(key)?;
+        let old = member.conn.replace(conn);
+        member.handle = Some(handle);
+        member.last_conn = conn;
+        if let Some(old) = old {
+            self.conns.remove(&old);
+        }
+        self.conns.insert(conn, key.clone());
+        old
+    }
+
+    /// Unbinds a member from its connection (it stays in its room, away).
+    pub fn unbind(&mut self, key: &str) {
+        if let Some(member) = self.members.get_mut(key) {
+            member.handle = None;
+            if let Some(conn) = member.conn.take() {
+                self.conns.remove(&conn);
+            }
+        }
     }
 
     /// Adds a member to its room, creating the room if needed. The key must be free.
@@ -147,6 +200,10 @@ mod tests {
             handle: Some(()),
             name: None,
             joined_at: SystemTime::now(),
+            epoch: 0,
+            last_conn: ConnId::new(),
+            absence: 0,
+            links: Vec::new(),
         }
     }
 

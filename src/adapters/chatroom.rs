@@ -1,0 +1,582 @@
+//! The chatroom protocol (the Vue/React front-end exercise client on socket.io-client 4.x).
+//!
+//! Wire spec: `protocols/chatroom/SPEC.md`. In short:
+//! - `join {id, username, roomname}`: existing members get `getOffer {memberId}`; the joiner
+//!   gets nothing, or `error {type:"repeat"}` when its name is taken in the room.
+//! - `offer` / `answer` / `icecandidate`: relayed to the socket `memberId`, fields renamed
+//!   (`connectorId` ↔ `remoteConnectorId`, `memberId` becomes the sender's socket id).
+//! - `leave [{remoteConnectorId, memberId}]`: the sender leaves; each listed member hears it.
+//! - a dropped connection keeps its member for `reconnect_grace`; `reconnect {id, ...}` on a
+//!   new connection takes it back, and linked peers are asked to renegotiate.
+//! - `reconnectWork`: passed through to `memberId` as a `reconnect` event.
+//! - `GET /checkUsername` and `/api/checkUsername`: is a name taken in a room.
+//!
+//! Unlike the original, nothing a client sends can crash the gateway or reach another room:
+//! refused input is answered with `error {type, message}` and changes nothing.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::{DisconnectReason, Sid};
+use socketioxide::SocketIo;
+
+use crate::adapters::{deliver, EventFrame, Protocol};
+use crate::config::ChatroomConfig;
+use crate::core::{
+    Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Rooms,
+    RouteError, Target,
+};
+use crate::stats;
+
+const NAME: &str = "chatroom";
+
+/// The original's message for a taken username ("this username already exists in this room").
+const REPEAT_MESSAGE: &str = "此房间该用户名已存在";
+
+/// The adapter: its realm of rooms and its settings.
+pub struct Chatroom {
+    rooms: Arc<Rooms<SocketRef>>,
+    grace: Duration,
+    max_room_size: usize,
+}
+
+impl Chatroom {
+    /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
+    pub fn bind(io: &SocketIo, config: &ChatroomConfig) -> Router {
+        let adapter = Arc::new(Self {
+            rooms: Arc::new(Rooms::new(NAME)),
+            grace: config.reconnect_grace,
+            max_room_size: config.max_room_size,
+        });
+        crate::adapters::bind(io, &config.namespace, adapter.clone());
+        Router::new()
+            .route("/checkUsername", get(check_username))
+            .route("/api/checkUsername", get(check_username))
+            .with_state(adapter)
+    }
+}
+
+// ---- payloads, as the client sends them --------------------------------------------------
+
+#[derive(Deserialize)]
+struct JoinReq {
+    id: String,
+    username: String,
+    roomname: String,
+}
+
+#[derive(Deserialize)]
+struct ReconnectReq {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+    roomname: String,
+}
+
+#[derive(Deserialize)]
+struct OfferReq<'a> {
+    #[serde(rename = "connectorId")]
+    connector_id: String,
+    #[serde(rename = "memberId")]
+    member_id: String,
+    #[serde(borrow, default)]
+    offer: Option<&'a RawValue>,
+    #[serde(rename = "streamType", default)]
+    stream_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnswerReq<'a> {
+    #[serde(rename = "remoteConnectorId", borrow, default)]
+    remote_connector_id: Option<&'a RawValue>,
+    #[serde(rename = "connectorId")]
+    connector_id: String,
+    #[serde(rename = "memberId")]
+    member_id: String,
+    #[serde(borrow, default)]
+    answer: Option<&'a RawValue>,
+    #[serde(rename = "streamType", default)]
+    stream_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct IceReq<'a> {
+    #[serde(rename = "remoteConnectorId", borrow, default)]
+    remote_connector_id: Option<&'a RawValue>,
+    #[serde(rename = "memberId")]
+    member_id: String,
+    #[serde(borrow, default)]
+    candidate: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LeaveEntry<'a> {
+    #[serde(rename = "remoteConnectorId", borrow, default)]
+    remote_connector_id: Option<&'a RawValue>,
+    #[serde(rename = "memberId")]
+    member_id: String,
+}
+
+#[derive(Deserialize)]
+struct ReconnectWorkReq {
+    #[serde(rename = "memberId", default)]
+    member_id: Option<String>,
+}
+
+// ---- payloads, as the gateway sends them (field order as the original) ------------------
+
+#[derive(Serialize)]
+struct GetOffer<'a> {
+    #[serde(rename = "memberId")]
+    member_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct OfferOut<'a> {
+    #[serde(rename = "remoteConnectorId")]
+    remote_connector_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offer: Option<&'a RawValue>,
+    #[serde(rename = "memberId")]
+    member_id: &'a str,
+    #[serde(rename = "streamType", skip_serializing_if = "Option::is_none")]
+    stream_type: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AnswerOut<'a> {
+    #[serde(rename = "remoteConnectorId")]
+    remote_connector_id: &'a str,
+    #[serde(rename = "connectorId", skip_serializing_if = "Option::is_none")]
+    connector_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<&'a RawValue>,
+    #[serde(rename = "memberId")]
+    member_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct IceOut<'a> {
+    #[serde(rename = "connectorId", skip_serializing_if = "Option::is_none")]
+    connector_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct LeaveOut<'a, C: Serialize + ?Sized> {
+    #[serde(rename = "connectorId", skip_serializing_if = "Option::is_none")]
+    connector_id: Option<&'a C>,
+    #[serde(rename = "memberId")]
+    member_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ReconnectOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(rename = "connectorId", skip_serializing_if = "Option::is_none")]
+    connector_id: Option<&'a str>,
+    #[serde(rename = "memberId", skip_serializing_if = "Option::is_none")]
+    member_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+}
+
+/// A refused request: the `error` event's `type` and `message`.
+struct Refused {
+    kind: &'static str,
+    message: String,
+}
+
+fn refused(kind: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// Parses an event's payload object into `T`, or refuses it as `invalid`.
+fn parse<'a, T: Deserialize<'a>>(frame: &EventFrame<'a>, what: &str) -> Result<T, Refused> {
+    let object = frame
+        .object()
+        .ok_or_else(|| refused("invalid", format!("{what}: payload must be an object")))?;
+    serde_json::from_str(object.get()).map_err(|e| refused("invalid", format!("{what}: {e}")))
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), Refused> {
+    if value.is_empty() {
+        return Err(refused("invalid", format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+impl Protocol for Chatroom {
+    const NAME: &'static str = NAME;
+
+    fn on_connect(&self, socket: &SocketRef) {
+        stats::connections(NAME, 1.0);
+        tracing::debug!(protocol = NAME, sid = %socket.id, transport = ?socket.transport_type(), "connected");
+    }
+
+    fn on_event(&self, socket: &SocketRef, frame: EventFrame<'_>) {
+        let result = match &*frame.name {
+            "join" => self.join(socket, &frame),
+            "offer" => self.offer(socket, &frame),
+            "answer" => self.answer(socket, &frame),
+            "icecandidate" => self.icecandidate(socket, &frame),
+            "leave" => self.leave(socket, &frame),
+            "reconnect" => self.reconnect(socket, &frame),
+            "reconnectWork" => self.reconnect_work(socket, &frame),
+            _ => Err(refused(
+                "unknown_event",
+                format!("unknown event {:?}", frame.name),
+            )),
+        };
+        if let Err(r) = result {
+            stats::bad_input(NAME, r.kind);
+            tracing::debug!(protocol = NAME, sid = %socket.id, event = %frame.name, kind = r.kind, message = %r.message, "refused");
+            let error = ErrorOut {
+                kind: r.kind,
+                message: &r.message,
+            };
+            deliver(NAME, socket, "error", &error);
+        }
+    }
+
+    fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
+        stats::connections(NAME, -1.0);
+        match self.rooms.disconnect(socket.id, self.grace, expiry_notice) {
+            Disconnected::NotMember => {
+                tracing::debug!(protocol = NAME, sid = %socket.id, %reason, "disconnected");
+            }
+            Disconnected::Left(d) => {
+                tracing::info!(protocol = NAME, sid = %socket.id, %reason, room = %d.room, "disconnected; left");
+                expiry_notice(d);
+            }
+            Disconnected::Away { room, member } => {
+                tracing::info!(protocol = NAME, sid = %socket.id, %reason, %room, %member, grace = ?self.grace, "disconnected; kept for the grace period");
+            }
+        }
+    }
+}
+
+/// A member is gone for good: each connected peer linked to it gets `leave`.
+fn expiry_notice(d: Departure<SocketRef>) {
+    stats::left(NAME);
+    tracing::info!(protocol = NAME, room = %d.room, member = %d.member, "member removed");
+    tell_linked_peers(&d);
+}
+
+fn tell_linked_peers(d: &Departure<SocketRef>) {
+    let gone = d.last_conn.to_string();
+    for peer in &d.linked {
+        let leave = LeaveOut {
+            connector_id: Some(&*peer.connector),
+            member_id: &gone,
+        };
+        deliver(NAME, &peer.handle, "leave", &leave);
+    }
+}
+
+impl Chatroom {
+    fn join(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+        let req: JoinReq = parse(frame, "join")?;
+        self.join_as(socket, req)
+    }
+
+    fn join_as(&self, socket: &SocketRef, req: JoinReq) -> Result<(), Refused> {
+        non_empty("id", &req.id)?;
+        non_empty("username", &req.username)?;
+        non_empty("roomname", &req.roomname)?;
+        let outcome = self.rooms.join(Join {
+            room: req.roomname.as_str().into(),
+            member: req.id.as_str().into(),
+            conn: socket.id,
+            handle: socket.clone(),
+            name: Some(req.username.as_str().into()),
+            capacity: self.max_room_size,
+        });
+        let joined = match outcome {
+            Ok(JoinOutcome::Joined(joined)) => joined,
+            Ok(JoinOutcome::AlreadyMember { .. }) => return Ok(()),
+            Err(refusal) => {
+                stats::refused(NAME, refusal.kind());
+                tracing::info!(protocol = NAME, sid = %socket.id, room = %req.roomname, %refusal, "join refused");
+                return Err(match refusal {
+                    Refusal::NameTaken => refused("repeat", REPEAT_MESSAGE),
+                    Refusal::RoomFull { capacity } => {
+                        refused("limit", format!("room is full ({capacity} members)"))
+                    }
+                    Refusal::MemberIdInUse => {
+                        refused("id_in_use", "this id belongs to another connection")
+                    }
+                });
+            }
+        };
+        if let Some(left) = &joined.left {
+            stats::left(NAME);
+            tracing::info!(protocol = NAME, sid = %socket.id, room = %left.room, "left room to join another");
+            tell_linked_peers(left);
+        }
+        stats::joined(NAME);
+        tracing::info!(protocol = NAME, sid = %socket.id, room = %req.roomname, username = %req.username, members = joined.existing.len() + 1, "joined");
+        let me = socket.id.to_string();
+        let notice = GetOffer { member_id: &me };
+        for peer in &joined.existing {
+            if let Some(handle) = &peer.handle {
+                deliver(NAME, handle, "getOffer", &notice);
+            }
+        }
+        Ok(())
+    }
+
+    fn offer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+        let req: OfferReq = parse(frame, "offer")?;
+        let link = LinkNote {
+            connector: req.connector_id.as_str().into(),
+            stream: req.stream_type.as_deref().unwrap_or("").into(),
+        };
+        let target = self.route(socket, &req.member_id, Some(link))?;
+        let me = socket.id.to_string();
+        let out = OfferOut {
+            remote_connector_id: &req.connector_id,
+            offer: req.offer,
+            member_id: &me,
+            stream_type: req.stream_type.as_deref(),
+        };
+        relay(&target, "offer", &out);
+        Ok(())
+    }
+
+    fn answer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+        let req: AnswerReq = parse(frame, "answer")?;
+        let link = LinkNote {
+            connector: req.connector_id.as_str().into(),
+            stream: req.stream_type.as_deref().unwrap_or("").into(),
+        };
+        let target = self.route(socket, &req.member_id, Some(link))?;
+        let me = socket.id.to_string();
+        let out = AnswerOut {
+            remote_connector_id: &req.connector_id,
+            connector_id: req.remote_connector_id,
+            answer: req.answer,
+            member_id: &me,
+        };
+        relay(&target, "answer", &out);
+        Ok(())
+    }
+
+    fn icecandidate(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+        let req: IceReq = parse(frame, "icecandidate")?;
+        let target = self.route(socket, &req.member_id, None)?;
+        let out = IceOut {
+            connector_id: req.remote_connector_id,
+            candidate: req.candidate,
+        };
+        relay(&target, "icecandidate", &out);
+        Ok(())
+    }
+
+    fn leave(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+        let list = frame
+            .payload
+            .filter(|p| p.get().trim_start().starts_with('['))
+            .ok_or_else(|| refused("invalid", "leave: payload must be an array"))?;
+        let entries: Vec<&RawValue> = serde_json::from_str(list.get())
+            .map_err(|e| refused("invalid", format!("leave: {e}")))?;
+        if self.rooms.membership(socket.id).is_none() {
+            // As the original: a leave from a socket that never joined is ignored.
+            stats::dropped(NAME, RouteError::NotJoined.kind());
+            return Ok(());
+        }
+        // Resolve the listed peers while the sender is still in the room.
+        let mut told = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Ok(e) = serde_json::from_str::<LeaveEntry>(entry.get()) else {
+                stats::bad_input(NAME, "invalid_leave_entry");
+                continue;
+            };
+            match self.route(socket, &e.member_id, None) {
+                Ok(handle) => told.push((handle, e.remote_connector_id)),
+                Err(_) => continue,
+            }
+        }
+        if let Some(d) = self.rooms.leave(socket.id) {
+            stats::left(NAME);
+            tracing::info!(protocol = NAME, sid = %socket.id, room = %d.room, "left");
+        }
+        let me = socket.id.to_string();
+        for (handle, connector) in told {
+            let out = LeaveOut {
+                connector_id: connector,
+                member_id: &me,
+            };
+            relay(&handle, "leave", &out);
+        }
+        Ok(())
+    }
+
+    fn reconnect(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+        let req: ReconnectReq = parse(frame, "reconnect")?;
+        non_empty("id", &req.id)?;
+        non_empty("roomname", &req.roomname)?;
+        let name = req.username.as_deref().map(Arc::<str>::from);
+        let rebound = self.rooms.rebind(Rebind {
+            member: req.id.as_str().into(),
+            room: req.roomname.as_str().into(),
+            name,
+            conn: socket.id,
+            handle: socket.clone(),
+        });
+        let r = match rebound {
+            Ok(r) => r,
+            Err(RebindError::Unknown) => {
+                // Grace over or server restarted: tell the client to drop its peers, then
+                // treat the request as a fresh join.
+                let leave = ReconnectOut {
+                    kind: "leave",
+                    connector_id: None,
+                    member_id: None,
+                };
+                deliver(NAME, socket, "reconnect", &leave);
+                let join = JoinReq {
+                    id: req.id,
+                    username: req.username.unwrap_or_default(),
+                    roomname: req.roomname,
+                };
+                return self.join_as(socket, join);
+            }
+            Err(e @ (RebindError::Mismatch | RebindError::ConnBusy)) => {
+                return Err(refused("reconnect", e.to_string()));
+            }
+        };
+        tracing::info!(protocol = NAME, sid = %socket.id, room = %r.room, member = %req.id, previous = ?r.previous_conn, "reconnected");
+        let me = socket.id.to_string();
+        let notice = GetOffer { member_id: &me };
+        for peer in &r.unlinked {
+            if let Some(handle) = &peer.handle {
+                deliver(NAME, handle, "getOffer", &notice);
+            }
+        }
+        for peer in &r.linked {
+            let out = ReconnectOut {
+                kind: "getOffer",
+                connector_id: Some(&peer.connector),
+                member_id: None,
+            };
+            deliver(NAME, &peer.handle, "reconnect", &out);
+        }
+        for gone in &r.gone {
+            let gone = gone.to_string();
+            let out = ReconnectOut {
+                kind: "leave",
+                connector_id: None,
+                member_id: Some(&gone),
+            };
+            deliver(NAME, socket, "reconnect", &out);
+        }
+        Ok(())
+    }
+
+    fn reconnect_work(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+        let req: ReconnectWorkReq = parse(frame, "reconnectWork")?;
+        let Some(member_id) = req.member_id else {
+            // What the real client sends after `reconnect {type:"getOffer"}`: no target. The
+            // original dropped it too; peer connections survive a short blip without it.
+            stats::dropped(NAME, "no_target");
+            return Ok(());
+        };
+        let target = self.route(socket, &member_id, None)?;
+        if let Some(object) = frame.object() {
+            relay(&target, "reconnect", object);
+        }
+        Ok(())
+    }
+
+    /// The connection of member socket `member_id`, if the sender may reach it.
+    fn route(
+        &self,
+        socket: &SocketRef,
+        member_id: &str,
+        link: Option<LinkNote>,
+    ) -> Result<SocketRef, Refused> {
+        let target = Sid::from_str(member_id).ok();
+        let result = match target {
+            Some(sid) => self.rooms.route(socket.id, Target::Conn(sid), link),
+            None => Err(RouteError::UnknownTarget),
+        };
+        result.map(|r| r.target).map_err(|e| {
+            stats::dropped(NAME, e.kind());
+            match e {
+                RouteError::NotJoined => refused("not_joined", "join a room first"),
+                _ => refused("unknown_member", format!("{member_id} is not in your room")),
+            }
+        })
+    }
+}
+
+fn relay<T: Serialize + ?Sized>(to: &SocketRef, event: &'static str, payload: &T) {
+    if deliver(NAME, to, event, payload) {
+        stats::relayed(NAME, event);
+    }
+}
+
+#[derive(Deserialize)]
+struct CheckQuery {
+    username: Option<String>,
+    roomname: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CheckReply {
+    success: bool,
+    #[serde(rename = "isRepeat", skip_serializing_if = "Option::is_none")]
+    is_repeat: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+/// `GET /checkUsername?username=U&roomname=R`: is `U` taken in room `R`.
+async fn check_username(
+    State(adapter): State<Arc<Chatroom>>,
+    Query(query): Query<CheckQuery>,
+) -> (StatusCode, Json<CheckReply>) {
+    match query {
+        CheckQuery {
+            username: Some(u),
+            roomname: Some(r),
+        } => {
+            let taken = adapter.rooms.name_taken(&r, &u);
+            (
+                StatusCode::OK,
+                Json(CheckReply {
+                    success: true,
+                    is_repeat: Some(taken),
+                    message: None,
+                }),
+            )
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(CheckReply {
+                success: false,
+                is_repeat: None,
+                message: Some("username and roomname are required"),
+            }),
+        ),
+    }
+}
