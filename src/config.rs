@@ -6,7 +6,6 @@
 //! process will need (addresses, certificate files, clashes between listeners), so that a bad
 //! setting is one clear line naming the key instead of a failure later on.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -308,26 +307,26 @@ impl Config {
                 }
             }
         }
-        let env: HashMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("GATEWAY_"))
-            .collect();
-        figment = figment.merge(env_provider(env));
+        let mut env_layer = Layer::new("environment variable");
+        for (name, raw) in env {
+            if let Some(rest) = name.strip_prefix("GATEWAY_") {
+                let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+                env_layer.set(&path, &raw);
+            }
+        }
+        figment = figment.merge(env_layer);
+        let mut flag_layer = Layer::new("--set flag");
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
                 .ok_or_else(|| ConfigError::Parse(format!("--set {item}: expected key=value")))?;
-            let value: figment::value::Value = value
-                .parse()
-                .map_err(|e| ConfigError::Parse(format!("--set {item}: {e}")))?;
-            figment = figment.merge(Serialized::default(key.trim(), value));
+            let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
+            flag_layer.set(&path, value);
         }
+        figment = figment.merge(flag_layer);
         let config: Config = figment.extract().map_err(|e| {
             // One line per problem, each naming its key and where the value came from.
-            let lines: Vec<String> = e
-                .into_iter()
-                .map(|e| e.to_string().replace("key \"default.", "key \""))
-                .collect();
+            let lines: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
             ConfigError::Parse(lines.join("; "))
         })?;
         config.validate()?;
@@ -378,22 +377,59 @@ impl Config {
     }
 }
 
-/// The `GATEWAY_*` layer, read from a captured map rather than the live environment.
-fn env_provider(vars: HashMap<String, String>) -> impl figment::Provider {
-    // figment's Env provider reads the live environment; feed it ours through a closure-free
-    // path: build a nested dict the same way (`__` separates levels, keys lowercased).
-    let mut root = figment::value::Dict::new();
-    for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix("GATEWAY_") else {
-            continue;
-        };
-        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+/// "webrtcroom.listen: invalid socket address syntax (from environment variable)".
+fn describe(e: &figment::Error) -> String {
+    let key = e
+        .path
+        .iter()
+        .skip_while(|p| *p == "default")
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(".");
+    let origin = match &e.metadata {
+        Some(m) => match &m.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            _ => m.name.to_string(),
+        },
+        None => "defaults".into(),
+    };
+    let key = if key.is_empty() { "config".into() } else { key };
+    format!("{key}: {} (from {origin})", e.kind)
+}
+
+/// Values given as strings (environment variables, `--set` flags), nested by key path and
+/// typed the way figment types environment values ("5" is a number, "off" a string).
+struct Layer {
+    name: &'static str,
+    root: figment::value::Dict,
+}
+
+impl Layer {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            root: figment::value::Dict::new(),
+        }
+    }
+
+    fn set(&mut self, path: &[String], raw: &str) {
         let value: figment::value::Value = raw
             .parse()
-            .unwrap_or_else(|_| figment::value::Value::from(raw.clone()));
-        insert_path(&mut root, &path, value);
+            .unwrap_or_else(|_| figment::value::Value::from(raw.to_owned()));
+        insert_path(&mut self.root, path, value);
     }
-    Serialized::defaults(root).profile(figment::Profile::Default)
+}
+
+impl figment::Provider for Layer {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.root.clone()))
+    }
 }
 
 fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
@@ -460,16 +496,27 @@ fn check_namespace(key: &str, ns: &str) -> Result<(), ConfigError> {
 }
 
 fn check_tls(key: &str, tls: &Tls) -> Result<(), ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     if let Tls::Files {
         cert,
         key: key_file,
     } = tls
     {
-        for (sub, path) in [("cert", cert), ("key", key_file)] {
-            std::fs::File::open(path).map_err(|e| {
-                ConfigError::invalid(format!("{key}.{sub}"), format!("{}: {e}", path.display()))
-            })?;
+        let certs = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| {
+                ConfigError::invalid(format!("{key}.cert"), format!("{}: {e}", cert.display()))
+            })?
+            .count();
+        if certs == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.cert"),
+                format!("{}: no PEM certificate in it", cert.display()),
+            ));
         }
+        PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+            ConfigError::invalid(format!("{key}.key"), format!("{}: {e}", key_file.display()))
+        })?;
     }
     Ok(())
 }
@@ -552,10 +599,24 @@ mod tests {
     }
 
     #[test]
-    fn tls_accepts_file_table() {
+    fn tls_files_must_hold_pem() {
         let file = "[webrtcroom]\ntls = { cert = \"/dev/null\", key = \"/dev/null\" }\n";
-        let c = load(Some(file), &[], &[]).expect("loads");
+        let err = load(Some(file), &[], &[]).expect_err("empty files");
+        assert!(err.contains("webrtcroom.tls.cert"), "{err}");
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let dir = std::env::temp_dir().join(format!("gw-pem-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).expect("write cert");
+        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+        let file = format!(
+            "[webrtcroom]\ntls = {{ cert = {:?}, key = {:?} }}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let c = load(Some(&file), &[], &[]).expect("loads");
         assert!(matches!(c.webrtcroom.tls, Tls::Files { .. }));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

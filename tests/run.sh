@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit tests, then the over-the-wire suites, which start the real
+# gateway binary and drive it with real Socket.IO clients from npm.
+#
+# Installs what is missing first: Node.js and npm (Debian packages) and the npm packages
+# pinned in tests/package-lock.json. Needs cargo (the Rust toolchain) on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+}
+
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+
+echo "== npm packages for the real clients"
+if ! (cd tests && npm ls --silent >/dev/null 2>&1); then
+  (cd tests && npm ci --no-audit --no-fund)
+fi
+
+echo "== build"
+cargo build --locked
+
+echo "== Rust unit tests"
+cargo test --locked
+
+echo "== over-the-wire tests (real Socket.IO clients)"
+node --test --test-concurrency=1 tests/
