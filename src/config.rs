@@ -49,6 +49,8 @@ pub struct WebRtcRoomConfig {
     pub static_dir: PathBuf,
     /// Most members a room may hold; 0 means unlimited.
     pub max_room_size: usize,
+    /// Serve the demo page at `/demo/`.
+    pub demo: bool,
     /// Engine.IO settings for the listener (`[webrtcroom.engine]`).
     pub engine: EngineConfig,
 }
@@ -62,6 +64,7 @@ impl Default for WebRtcRoomConfig {
             tls: Tls::SelfSigned,
             static_dir: PathBuf::new(),
             max_room_size: 0,
+            demo: true,
             // The original server (engine.io 3.2) used 25 s / 5 s.
             engine: EngineConfig {
                 ping_interval: Duration::from_secs(25),
@@ -92,6 +95,8 @@ pub struct ChatroomConfig {
     pub reconnect_grace: Duration,
     /// Most members a room may hold; 0 means unlimited.
     pub max_room_size: usize,
+    /// Serve the demo page at `/demo/`.
+    pub demo: bool,
     /// Engine.IO settings for the listener (`[chatroom.engine]`).
     pub engine: EngineConfig,
 }
@@ -106,6 +111,7 @@ impl Default for ChatroomConfig {
             static_dir: PathBuf::new(),
             reconnect_grace: Duration::from_secs(15),
             max_room_size: 0,
+            demo: true,
             // The original server (engine.io 6) used 25 s / 20 s.
             engine: EngineConfig::default(),
         }

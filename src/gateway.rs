@@ -14,7 +14,7 @@ use crate::adapters::chatroom::Chatroom;
 use crate::adapters::webrtcroom::WebRtcRoom;
 use crate::admin::{self, AdminState};
 use crate::config::{same_address, Config};
-use crate::endpoints::{self, Endpoint, Listener, StaticFiles};
+use crate::endpoints::{self, demo, Endpoint, Listener, StaticFiles};
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -33,16 +33,31 @@ pub async fn run(
             .map(|(ns, m)| format!("{} on namespace {ns:?}", m.name()))
             .collect::<Vec<_>>()
             .join(", ");
+        let alone = mounts.len() == 1;
         let listener = endpoints::build(endpoint, |io| {
-            mounts
-                .iter()
-                .fold(Router::new(), |routes, mount| match mount {
+            mounts.iter().fold(Router::new(), |routes, mount| {
+                let (routes, demo, namespace) = match mount {
                     Mount::WebRtcRoom => {
-                        WebRtcRoom::bind(io, &config.webrtcroom);
-                        routes
+                        let w = &config.webrtcroom;
+                        WebRtcRoom::bind(io, w);
+                        (routes, w.demo, &w.namespace)
                     }
-                    Mount::Chatroom => routes.merge(Chatroom::bind(io, &config.chatroom)),
-                })
+                    Mount::Chatroom => {
+                        let c = &config.chatroom;
+                        (routes.merge(Chatroom::bind(io, c)), c.demo, &c.namespace)
+                    }
+                };
+                if !demo {
+                    return routes;
+                }
+                let name = mount.name();
+                let routes = routes.merge(demo::routes(&format!("/demo/{name}"), name, namespace));
+                if alone {
+                    routes.merge(demo::routes("/demo", name, namespace))
+                } else {
+                    routes
+                }
+            })
         })?;
         listeners.push((listener, what));
     }

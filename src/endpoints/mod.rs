@@ -2,6 +2,7 @@
 //! instance, the legacy-transport fixes, CORS, optional static files, and the protocol
 //! adapters bound to their namespaces.
 
+pub mod demo;
 mod legacy;
 mod tls;
 

@@ -1,0 +1,1 @@
+// chatroom demo page: placeholder until the demo is written.

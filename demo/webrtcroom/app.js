@@ -1,0 +1,1 @@
+// webrtcroom demo page: placeholder until the demo is written.
