@@ -22,6 +22,9 @@ pub struct Config {
     pub webrtcroom: WebRtcRoomConfig,
     /// The chatroom protocol (socket.io-client 4.x front-end).
     pub chatroom: ChatroomConfig,
+    /// Abuse limits for every protocol (each protocol may override some in its own
+    /// `[<protocol>.limits]` table).
+    pub limits: Limits,
     /// The operators' endpoint: health and metrics.
     pub admin: AdminConfig,
     /// Logging.
@@ -51,6 +54,8 @@ pub struct WebRtcRoomConfig {
     pub max_room_size: usize,
     /// Serve the demo page at `/demo/`.
     pub demo: bool,
+    /// Overrides of the global `[limits]` for this protocol (`[webrtcroom.limits]`).
+    pub limits: LimitsOverride,
     /// Engine.IO settings for the listener (`[webrtcroom.engine]`).
     pub engine: EngineConfig,
 }
@@ -65,6 +70,7 @@ impl Default for WebRtcRoomConfig {
             static_dir: PathBuf::new(),
             max_room_size: 0,
             demo: true,
+            limits: LimitsOverride::default(),
             // The original server (engine.io 3.2) used 25 s / 5 s.
             engine: EngineConfig {
                 ping_interval: Duration::from_secs(25),
@@ -97,6 +103,8 @@ pub struct ChatroomConfig {
     pub max_room_size: usize,
     /// Serve the demo page at `/demo/`.
     pub demo: bool,
+    /// Overrides of the global `[limits]` for this protocol (`[chatroom.limits]`).
+    pub limits: LimitsOverride,
     /// Engine.IO settings for the listener (`[chatroom.engine]`).
     pub engine: EngineConfig,
 }
@@ -112,8 +120,87 @@ impl Default for ChatroomConfig {
             reconnect_grace: Duration::from_secs(15),
             max_room_size: 0,
             demo: true,
+            limits: LimitsOverride::default(),
             // The original server (engine.io 6) used 25 s / 20 s.
             engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Limits that keep one client from hurting the others. Hitting one is logged, counted and
+/// answered in the protocol's way (chatroom: `error {type:"limit"}`; WebRtcRoom: nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest event a client may send, in bytes (an SDP with many candidates is ~10 KiB).
+    pub max_payload: usize,
+    /// Open connections per protocol; further connects are refused. 0: no limit.
+    pub max_connections: usize,
+    /// Rooms per protocol; a join that would open another is refused. 0: no limit.
+    pub max_rooms: usize,
+    /// Longest room name, member id or user name, in characters.
+    pub max_name_length: usize,
+    /// Sustained messages per second per connection (token bucket refill rate).
+    pub rate: f64,
+    /// Messages a connection may send at once beyond the rate (token bucket size).
+    pub burst: f64,
+    /// Messages refused for rate, without a pause, after which the connection is closed.
+    /// 0: never close.
+    pub flood_disconnect: u32,
+    /// Messages a receiver may miss because its send buffer is full before it is closed as
+    /// too slow. 0: never close.
+    pub slow_consumer_drops: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload: 256 * 1024,
+            max_connections: 20_000,
+            max_rooms: 20_000,
+            max_name_length: 256,
+            rate: 200.0,
+            burst: 1000.0,
+            flood_disconnect: 2000,
+            slow_consumer_drops: 256,
+        }
+    }
+}
+
+/// Per-protocol overrides of [`Limits`]; unset keys take the global value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsOverride {
+    /// See [`Limits::max_payload`].
+    pub max_payload: Option<usize>,
+    /// See [`Limits::max_connections`].
+    pub max_connections: Option<usize>,
+    /// See [`Limits::max_rooms`].
+    pub max_rooms: Option<usize>,
+    /// See [`Limits::max_name_length`].
+    pub max_name_length: Option<usize>,
+    /// See [`Limits::rate`].
+    pub rate: Option<f64>,
+    /// See [`Limits::burst`].
+    pub burst: Option<f64>,
+    /// See [`Limits::flood_disconnect`].
+    pub flood_disconnect: Option<u32>,
+    /// See [`Limits::slow_consumer_drops`].
+    pub slow_consumer_drops: Option<u32>,
+}
+
+impl Limits {
+    /// These limits with `o`'s settings taking precedence.
+    pub fn with(&self, o: &LimitsOverride) -> Limits {
+        Limits {
+            max_payload: o.max_payload.unwrap_or(self.max_payload),
+            max_connections: o.max_connections.unwrap_or(self.max_connections),
+            max_rooms: o.max_rooms.unwrap_or(self.max_rooms),
+            max_name_length: o.max_name_length.unwrap_or(self.max_name_length),
+            rate: o.rate.unwrap_or(self.rate),
+            burst: o.burst.unwrap_or(self.burst),
+            flood_disconnect: o.flood_disconnect.unwrap_or(self.flood_disconnect),
+            slow_consumer_drops: o.slow_consumer_drops.unwrap_or(self.slow_consumer_drops),
         }
     }
 }
@@ -196,6 +283,8 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Where; loopback by default, since it exposes counts and room names.
     pub listen: SocketAddr,
+    /// When set, every admin route but `/healthz` requires `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -203,6 +292,7 @@ impl Default for AdminConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: None,
         }
     }
 }
@@ -351,6 +441,13 @@ impl Config {
         check_tls("chatroom.tls", &c.tls)?;
         check_static_dir("chatroom.static_dir", &c.static_dir)?;
         check_engine("chatroom", &c.engine)?;
+        for (section, limits) in [
+            ("limits", self.limits.clone()),
+            ("webrtcroom.limits", self.limits.with(&w.limits)),
+            ("chatroom.limits", self.limits.with(&c.limits)),
+        ] {
+            check_limits(section, &limits)?;
+        }
         if !w.enabled && !c.enabled {
             return Err(ConfigError::invalid(
                 "webrtcroom.enabled",
@@ -537,6 +634,34 @@ fn check_static_dir(key: &str, dir: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
+    if !(l.rate > 0.0 && l.rate.is_finite()) {
+        return Err(ConfigError::invalid(
+            format!("{section}.rate"),
+            "must be a positive number",
+        ));
+    }
+    if !(l.burst >= 1.0 && l.burst.is_finite()) {
+        return Err(ConfigError::invalid(
+            format!("{section}.burst"),
+            "must be at least 1",
+        ));
+    }
+    if l.max_payload < 1024 {
+        return Err(ConfigError::invalid(
+            format!("{section}.max_payload"),
+            "must be at least 1024 bytes",
+        ));
+    }
+    if l.max_name_length == 0 {
+        return Err(ConfigError::invalid(
+            format!("{section}.max_name_length"),
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
 fn check_engine(section: &str, e: &EngineConfig) -> Result<(), ConfigError> {
     if e.send_buffer == 0 {
         return Err(ConfigError::invalid(
@@ -670,6 +795,18 @@ mod tests {
         assert_eq!(c.chatroom.tls, Tls::Off);
         let c = load(None, &[("GATEWAY_CHATROOM__RECONNECT_GRACE", "2s")], &[]).expect("env");
         assert_eq!(c.chatroom.reconnect_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn protocol_limits_override_the_global_ones() {
+        let file = "[limits]\nrate = 10\nburst = 20\n[chatroom.limits]\nrate = 5\n";
+        let c = load(Some(file), &[], &[]).expect("loads");
+        let chat = c.limits.with(&c.chatroom.limits);
+        assert_eq!((chat.rate, chat.burst), (5.0, 20.0));
+        let web = c.limits.with(&c.webrtcroom.limits);
+        assert_eq!((web.rate, web.burst), (10.0, 20.0));
+        let err = load(Some("[chatroom.limits]\nrate = 0\n"), &[], &[]).expect_err("zero rate");
+        assert!(err.contains("chatroom.limits.rate"), "{err}");
     }
 
     #[test]

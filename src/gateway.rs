@@ -4,14 +4,17 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum_server::Handle;
+use socketioxide::SocketIo;
 use tokio::task::JoinSet;
 
 use crate::adapters::chatroom::Chatroom;
 use crate::adapters::webrtcroom::WebRtcRoom;
+use crate::adapters::{Bound, Realm};
 use crate::admin::{self, AdminState};
 use crate::config::{same_address, Config};
 use crate::endpoints::{self, demo, Endpoint, Listener, StaticFiles};
@@ -24,6 +27,7 @@ pub async fn run(
     let metrics = admin::install_metrics()?;
     let ready = Arc::new(AtomicBool::new(false));
 
+    let mut realms: Vec<Arc<dyn Realm>> = Vec::new();
     let mut listeners: Vec<(Listener, String)> = Vec::new();
     for (endpoint, mounts) in plan(&config) {
         let what = endpoint
@@ -35,44 +39,34 @@ pub async fn run(
             .join(", ");
         let alone = mounts.len() == 1;
         let listener = endpoints::build(endpoint, |io| {
-            mounts.iter().fold(Router::new(), |routes, mount| {
-                let (routes, demo, namespace) = match mount {
-                    Mount::WebRtcRoom => {
-                        let w = &config.webrtcroom;
-                        WebRtcRoom::bind(io, w);
-                        (routes, w.demo, &w.namespace)
+            let mut routes = Router::new();
+            for mount in &mounts {
+                let (bound, namespace) = mount.bind(io, &config);
+                realms.push(bound.realm);
+                routes = routes.merge(bound.routes);
+                if mount.demo(&config) {
+                    let name = mount.name();
+                    routes = routes.merge(demo::routes(&format!("/demo/{name}"), name, namespace));
+                    if alone {
+                        routes = routes.merge(demo::routes("/demo", name, namespace));
                     }
-                    Mount::Chatroom => {
-                        let c = &config.chatroom;
-                        (routes.merge(Chatroom::bind(io, c)), c.demo, &c.namespace)
-                    }
-                };
-                if !demo {
-                    return routes;
                 }
-                let name = mount.name();
-                let routes = routes.merge(demo::routes(&format!("/demo/{name}"), name, namespace));
-                if alone {
-                    routes.merge(demo::routes("/demo", name, namespace))
-                } else {
-                    routes
-                }
-            })
+            }
+            routes
         })?;
         listeners.push((listener, what));
     }
 
     let mut tasks = JoinSet::new();
     let mut handles = Vec::new();
-    let mut ios = Vec::new();
+    let mut ios: Vec<SocketIo> = Vec::new();
     for (listener, what) in listeners {
         let handle: Handle<SocketAddr> = Handle::new();
         handles.push(handle.clone());
         ios.push(listener.io.clone());
         let scheme = listener.scheme();
         let name = listener.name.clone();
-        let h = handle.clone();
-        tasks.spawn(listener.serve(h));
+        tasks.spawn(listener.serve(handle.clone()));
         let addr = handle
             .listening()
             .await
@@ -82,10 +76,12 @@ pub async fn run(
     if config.admin.enabled {
         let handle: Handle<SocketAddr> = Handle::new();
         handles.push(handle.clone());
-        let app = admin::router(AdminState {
+        let app = admin::router(AdminState::new(
             metrics,
-            ready: ready.clone(),
-        });
+            ready.clone(),
+            realms.clone(),
+            config.admin.token.clone(),
+        ));
         let listen = config.admin.listen;
         let h = handle.clone();
         tasks.spawn(async move {
@@ -96,7 +92,12 @@ pub async fn run(
                 .with_context(|| format!("admin: serving on {listen}"))
         });
         let addr = handle.listening().await.context("admin: could not bind")?;
-        announce("admin", "http", addr, "/healthz /readyz /metrics");
+        announce(
+            "admin",
+            "http",
+            addr,
+            "dashboard /, /healthz /readyz /metrics /api/rooms",
+        );
     }
     ready.store(true, Ordering::Release);
 
@@ -107,12 +108,28 @@ pub async fn run(
             result.context("listener task")??;
         }
     }
+    shut_down(config.shutdown.grace, &realms, ios, handles, tasks).await;
+    Ok(())
+}
 
-    let grace = config.shutdown.grace;
-    tracing::info!(?grace, "stopping: closing every connection");
-    for io in &ios {
-        let open = io.sockets().len();
-        tracing::info!(open, "closing sockets");
+/// Stops accepting, tells every client the server is closing, and waits at most `grace`.
+async fn shut_down(
+    grace: Duration,
+    realms: &[Arc<dyn Realm>],
+    ios: Vec<SocketIo>,
+    handles: Vec<Handle<SocketAddr>>,
+    mut tasks: JoinSet<anyhow::Result<()>>,
+) {
+    for realm in realms {
+        let (rooms, members) = realm.sizes();
+        let connections: usize = realm.connections().iter().map(|(_, n)| n).sum();
+        tracing::info!(
+            protocol = realm.name(),
+            connections,
+            rooms,
+            members,
+            "shutting down: closing what is open"
+        );
     }
     for handle in &handles {
         handle.graceful_shutdown(Some(grace));
@@ -123,14 +140,13 @@ pub async fn run(
         }
         while tasks.join_next().await.is_some() {}
     };
-    if tokio::time::timeout(grace + std::time::Duration::from_secs(1), close_all)
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace elapsed with connections still open");
+    match tokio::time::timeout(grace, close_all).await {
+        Ok(()) => tracing::info!("stopped cleanly"),
+        Err(_) => tracing::warn!(
+            ?grace,
+            "stopped with connections still open after the grace period"
+        ),
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// A protocol bound to an endpoint.
@@ -145,6 +161,29 @@ impl Mount {
         match self {
             Mount::WebRtcRoom => "webrtcroom",
             Mount::Chatroom => "chatroom",
+        }
+    }
+
+    /// Binds the protocol's adapter to `io`; returns it and its namespace.
+    fn bind<'c>(self, io: &SocketIo, config: &'c Config) -> (Bound, &'c str) {
+        match self {
+            Mount::WebRtcRoom => {
+                let w = &config.webrtcroom;
+                let limits = config.limits.with(&w.limits);
+                (WebRtcRoom::bind(io, w, limits), &w.namespace)
+            }
+            Mount::Chatroom => {
+                let c = &config.chatroom;
+                let limits = config.limits.with(&c.limits);
+                (Chatroom::bind(io, c, limits), &c.namespace)
+            }
+        }
+    }
+
+    fn demo(self, config: &Config) -> bool {
+        match self {
+            Mount::WebRtcRoom => config.webrtcroom.demo,
+            Mount::Chatroom => config.chatroom.demo,
         }
     }
 }

@@ -5,6 +5,69 @@
 //! construction: protocol names, event names and reason strings from fixed lists, never room
 //! names or ids.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Running totals per protocol, for the live dashboard (Prometheus has the full detail).
+pub struct Totals {
+    relayed: AtomicU64,
+    dropped: AtomicU64,
+    refused: AtomicU64,
+    bad_input: AtomicU64,
+}
+
+impl Totals {
+    const fn new() -> Self {
+        Self {
+            relayed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            bad_input: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A snapshot of [`Totals`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct TotalsView {
+    /// Relayed messages.
+    pub relayed: u64,
+    /// Messages not delivered.
+    pub dropped: u64,
+    /// Joins, connections and messages refused by a limit or rule.
+    pub refused: u64,
+    /// Malformed or unknown input ignored.
+    pub bad_input: u64,
+}
+
+static TOTALS: [Totals; 3] = [Totals::new(), Totals::new(), Totals::new()];
+
+fn slot(protocol: &str) -> &'static Totals {
+    match protocol {
+        "webrtcroom" => &TOTALS[0],
+        "chatroom" => &TOTALS[1],
+        _ => &TOTALS[2],
+    }
+}
+
+/// The running totals of `protocol`.
+pub fn totals(protocol: &str) -> TotalsView {
+    let t = slot(protocol);
+    TotalsView {
+        relayed: t.relayed.load(Ordering::Relaxed),
+        dropped: t.dropped.load(Ordering::Relaxed),
+        refused: t.refused.load(Ordering::Relaxed),
+        bad_input: t.bad_input.load(Ordering::Relaxed),
+    }
+}
+
+/// Time from receiving an event to having handed every resulting message to its
+/// receivers' send buffers.
+pub fn handled(protocol: &'static str, took: Duration) {
+    metrics::histogram!("gateway_handling_seconds", "protocol" => protocol)
+        .record(took.as_secs_f64());
+}
+
 /// A join was accepted.
 pub fn joined(protocol: &'static str) {
     metrics::counter!("gateway_joins_total", "protocol" => protocol).increment(1);
@@ -19,12 +82,14 @@ pub fn left(protocol: &'static str) {
 pub fn refused(protocol: &'static str, reason: &'static str) {
     metrics::counter!("gateway_refused_total", "protocol" => protocol, "reason" => reason)
         .increment(1);
+    slot(protocol).refused.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A client sent something the protocol does not allow; it was ignored.
 pub fn bad_input(protocol: &'static str, kind: &'static str) {
     metrics::counter!("gateway_bad_input_total", "protocol" => protocol, "kind" => kind)
         .increment(1);
+    slot(protocol).bad_input.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A message was handed to a receiver's send buffer.
@@ -36,15 +101,19 @@ pub fn sent(protocol: &'static str, event: &'static str) {
 pub fn relayed(protocol: &'static str, event: &'static str) {
     metrics::counter!("gateway_relayed_total", "protocol" => protocol, "event" => event)
         .increment(1);
+    slot(protocol).relayed.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A message was not delivered; `reason` says why.
 pub fn dropped(protocol: &'static str, reason: &'static str) {
     metrics::counter!("gateway_dropped_total", "protocol" => protocol, "reason" => reason)
         .increment(1);
+    slot(protocol).dropped.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A connection opened (`+1`) or closed (`-1`).
-pub fn connections(protocol: &'static str, delta: f64) {
-    metrics::gauge!("gateway_connections", "protocol" => protocol).increment(delta);
+/// Open connections of a protocol by Engine.IO version and transport, set at scrape time.
+pub fn set_connections(protocol: &'static str, engine_io: u8, transport: &'static str, n: usize) {
+    let eio = if engine_io == 3 { "3" } else { "4" };
+    metrics::gauge!("gateway_connections", "protocol" => protocol, "engine_io" => eio, "transport" => transport)
+        .set(n as f64);
 }

@@ -28,11 +28,13 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 
-use crate::adapters::{deliver, EventFrame, Protocol};
-use crate::config::ChatroomConfig;
+use crate::adapters::{
+    count_connections, deliver, describe, Bound, EventFrame, Gate, LimitHit, Protocol, Realm,
+};
+use crate::config::{ChatroomConfig, Limits};
 use crate::core::{
-    Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Rooms,
-    RouteError, Target,
+    ConnInfo, Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal,
+    RoomView, Rooms, RouteError, Target,
 };
 use crate::stats;
 
@@ -46,21 +48,46 @@ pub struct Chatroom {
     rooms: Arc<Rooms<SocketRef>>,
     grace: Duration,
     max_room_size: usize,
+    gate: Gate,
+    io: SocketIo,
+    namespace: String,
 }
 
 impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
-    pub fn bind(io: &SocketIo, config: &ChatroomConfig) -> Router {
+    pub fn bind(io: &SocketIo, config: &ChatroomConfig, limits: Limits) -> Bound {
         let adapter = Arc::new(Self {
             rooms: Arc::new(Rooms::new(NAME)),
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
+            gate: Gate::new(limits),
+            io: io.clone(),
+            namespace: config.namespace.clone(),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
-        Router::new()
+        let routes = Router::new()
             .route("/checkUsername", get(check_username))
             .route("/api/checkUsername", get(check_username))
-            .with_state(adapter)
+            .with_state(adapter.clone());
+        Bound {
+            realm: adapter,
+            routes,
+        }
+    }
+}
+
+impl Realm for Chatroom {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn rooms(&self) -> Vec<RoomView> {
+        self.rooms.snapshot(describe)
+    }
+    fn sizes(&self) -> (usize, usize) {
+        self.rooms.sizes()
+    }
+    fn connections(&self) -> Vec<(ConnInfo, usize)> {
+        count_connections(&self.io, &self.namespace)
     }
 }
 
@@ -87,21 +114,26 @@ struct OfferReq<'a> {
     connector_id: String,
     #[serde(rename = "memberId")]
     member_id: String,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     offer: Option<&'a RawValue>,
-    #[serde(rename = "streamType", default)]
-    stream_type: Option<String>,
+    #[serde(rename = "streamType", default, deserialize_with = "nullable")]
+    stream_type: Option<Option<String>>,
 }
 
 #[derive(Deserialize)]
 struct AnswerReq<'a> {
-    #[serde(rename = "remoteConnectorId", borrow, default)]
+    #[serde(
+        rename = "remoteConnectorId",
+        borrow,
+        default,
+        deserialize_with = "present"
+    )]
     remote_connector_id: Option<&'a RawValue>,
     #[serde(rename = "connectorId")]
     connector_id: String,
     #[serde(rename = "memberId")]
     member_id: String,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     answer: Option<&'a RawValue>,
     #[serde(rename = "streamType", default)]
     stream_type: Option<String>,
@@ -109,26 +141,53 @@ struct AnswerReq<'a> {
 
 #[derive(Deserialize)]
 struct IceReq<'a> {
-    #[serde(rename = "remoteConnectorId", borrow, default)]
+    #[serde(
+        rename = "remoteConnectorId",
+        borrow,
+        default,
+        deserialize_with = "present"
+    )]
     remote_connector_id: Option<&'a RawValue>,
     #[serde(rename = "memberId")]
     member_id: String,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     candidate: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct LeaveEntry<'a> {
-    #[serde(rename = "remoteConnectorId", borrow, default)]
+    #[serde(
+        rename = "remoteConnectorId",
+        borrow,
+        default,
+        deserialize_with = "present"
+    )]
     remote_connector_id: Option<&'a RawValue>,
     #[serde(rename = "memberId")]
     member_id: String,
 }
 
 #[derive(Deserialize)]
-struct ReconnectWorkReq {
+struct ReconnectWorkReq<'a> {
+    #[serde(rename = "type", borrow, default, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "connectorId", borrow, default, deserialize_with = "present")]
+    connector_id: Option<&'a RawValue>,
     #[serde(rename = "memberId", default)]
     member_id: Option<String>,
+}
+
+/// For an optional field that is relayed: absent stays absent (left out when relayed), but a
+/// JSON `null` is kept and relayed as `null`, as the original's JavaScript objects did.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+/// Like [`present`] for a string field: `Some(None)` is an explicit `null`.
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 // ---- payloads, as the gateway sends them (field order as the original) ------------------
@@ -148,7 +207,7 @@ struct OfferOut<'a> {
     #[serde(rename = "memberId")]
     member_id: &'a str,
     #[serde(rename = "streamType", skip_serializing_if = "Option::is_none")]
-    stream_type: Option<&'a str>,
+    stream_type: Option<Option<&'a str>>,
 }
 
 #[derive(Serialize)]
@@ -189,6 +248,19 @@ struct ReconnectOut<'a> {
     member_id: Option<&'a str>,
 }
 
+/// `reconnectWork` as relayed: the original rebuilt it from these four fields, in this order.
+#[derive(Serialize)]
+struct ReconnectWorkOut<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "connectorId", skip_serializing_if = "Option::is_none")]
+    connector_id: Option<&'a RawValue>,
+    #[serde(rename = "memberId")]
+    member_id: &'a str,
+}
+
 #[derive(Serialize)]
 struct ErrorOut<'a> {
     #[serde(rename = "type")]
@@ -217,6 +289,10 @@ fn parse<'a, T: Deserialize<'a>>(frame: &EventFrame<'a>, what: &str) -> Result<T
     serde_json::from_str(object.get()).map_err(|e| refused("invalid", format!("{what}: {e}")))
 }
 
+fn limit(hit: LimitHit) -> Refused {
+    refused("limit", hit.message)
+}
+
 fn non_empty(field: &str, value: &str) -> Result<(), Refused> {
     if value.is_empty() {
         return Err(refused("invalid", format!("{field} must not be empty")));
@@ -227,8 +303,19 @@ fn non_empty(field: &str, value: &str) -> Result<(), Refused> {
 impl Protocol for Chatroom {
     const NAME: &'static str = NAME;
 
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    fn refuse(&self, socket: &SocketRef, hit: &LimitHit) {
+        let error = ErrorOut {
+            kind: "limit",
+            message: &hit.message,
+        };
+        deliver(NAME, socket, "error", &error);
+    }
+
     fn on_connect(&self, socket: &SocketRef) {
-        stats::connections(NAME, 1.0);
         tracing::debug!(protocol = NAME, sid = %socket.id, transport = ?socket.transport_type(), "connected");
     }
 
@@ -247,7 +334,11 @@ impl Protocol for Chatroom {
             )),
         };
         if let Err(r) = result {
-            stats::bad_input(NAME, r.kind);
+            if r.kind == "limit" {
+                stats::refused(NAME, "limit");
+            } else {
+                stats::bad_input(NAME, r.kind);
+            }
             tracing::debug!(protocol = NAME, sid = %socket.id, event = %frame.name, kind = r.kind, message = %r.message, "refused");
             let error = ErrorOut {
                 kind: r.kind,
@@ -258,7 +349,6 @@ impl Protocol for Chatroom {
     }
 
     fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
-        stats::connections(NAME, -1.0);
         match self.rooms.disconnect(socket.id, self.grace, expiry_notice) {
             Disconnected::NotMember => {
                 tracing::debug!(protocol = NAME, sid = %socket.id, %reason, "disconnected");
@@ -302,6 +392,13 @@ impl Chatroom {
         non_empty("id", &req.id)?;
         non_empty("username", &req.username)?;
         non_empty("roomname", &req.roomname)?;
+        for (field, value) in [
+            ("id", &req.id),
+            ("username", &req.username),
+            ("roomname", &req.roomname),
+        ] {
+            self.gate.check_name(field, value).map_err(limit)?;
+        }
         let outcome = self.rooms.join(Join {
             room: req.roomname.as_str().into(),
             member: req.id.as_str().into(),
@@ -309,6 +406,7 @@ impl Chatroom {
             handle: socket.clone(),
             name: Some(req.username.as_str().into()),
             capacity: self.max_room_size,
+            max_rooms: self.gate.limits().max_rooms,
         });
         let joined = match outcome {
             Ok(JoinOutcome::Joined(joined)) => joined,
@@ -323,6 +421,9 @@ impl Chatroom {
                     }
                     Refusal::MemberIdInUse => {
                         refused("id_in_use", "this id belongs to another connection")
+                    }
+                    Refusal::TooManyRooms { max } => {
+                        refused("limit", format!("too many rooms on this server ({max})"))
                     }
                 });
             }
@@ -348,7 +449,7 @@ impl Chatroom {
         let req: OfferReq = parse(frame, "offer")?;
         let link = LinkNote {
             connector: req.connector_id.as_str().into(),
-            stream: req.stream_type.as_deref().unwrap_or("").into(),
+            stream: req.stream_type.clone().flatten().unwrap_or_default().into(),
         };
         let target = self.route(socket, &req.member_id, Some(link))?;
         let me = socket.id.to_string();
@@ -356,7 +457,7 @@ impl Chatroom {
             remote_connector_id: &req.connector_id,
             offer: req.offer,
             member_id: &me,
-            stream_type: req.stream_type.as_deref(),
+            stream_type: req.stream_type.as_ref().map(|s| s.as_deref()),
         };
         relay(&target, "offer", &out);
         Ok(())
@@ -501,9 +602,13 @@ impl Chatroom {
             return Ok(());
         };
         let target = self.route(socket, &member_id, None)?;
-        if let Some(object) = frame.object() {
-            relay(&target, "reconnect", object);
-        }
+        let out = ReconnectWorkOut {
+            kind: req.kind,
+            data: req.data,
+            connector_id: req.connector_id,
+            member_id: &member_id,
+        };
+        relay(&target, "reconnect", &out);
         Ok(())
     }
 

@@ -13,10 +13,13 @@
 //! sends only enqueue), so this costs nothing in concurrency between sockets.
 
 pub mod chatroom;
+mod guard;
 pub mod webrtcroom;
 mod wire;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -26,7 +29,9 @@ use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, V
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 
+use crate::core::{ConnInfo, RoomView};
 use crate::stats;
+pub use guard::{Admission, ConnState, Gate, LimitHit};
 pub use wire::EventFrame;
 
 /// What an adapter implements to receive a socket's events.
@@ -34,16 +39,78 @@ pub trait Protocol: Send + Sync + 'static {
     /// Protocol name, for metrics and logs.
     const NAME: &'static str;
 
+    /// The protocol's limits and connection count.
+    fn gate(&self) -> &Gate;
+
     /// A socket connected to the protocol's namespace (handlers are already attached).
     fn on_connect(&self, socket: &SocketRef) {
         let _ = socket;
     }
 
-    /// One event from a socket, in arrival order. `frame` is the decoded event array.
+    /// One event from a socket, in arrival order, within the limits.
     fn on_event(&self, socket: &SocketRef, frame: EventFrame<'_>);
 
     /// The socket is gone; called once, after its last event.
     fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason);
+
+    /// Tells a client that its message was refused by a limit, in the protocol's words.
+    /// Protocols without an error event say nothing (the refusal is logged and counted).
+    fn refuse(&self, socket: &SocketRef, hit: &LimitHit) {
+        let _ = (socket, hit);
+    }
+}
+
+/// What operators can see of a protocol, without knowing anything about the protocol.
+pub trait Realm: Send + Sync {
+    /// Protocol name.
+    fn name(&self) -> &'static str;
+    /// Rooms and their members.
+    fn rooms(&self) -> Vec<RoomView>;
+    /// Number of rooms and members.
+    fn sizes(&self) -> (usize, usize);
+    /// Open connections, by Engine.IO version and transport.
+    fn connections(&self) -> Vec<(ConnInfo, usize)>;
+}
+
+/// A bound adapter: its view for operators and the HTTP routes it serves.
+pub struct Bound {
+    /// The operators' view.
+    pub realm: Arc<dyn Realm>,
+    /// Extra HTTP routes (e.g. chatroom's `/checkUsername`).
+    pub routes: axum::Router,
+}
+
+/// Transport details of a socket.
+pub fn describe(socket: &SocketRef) -> ConnInfo {
+    ConnInfo {
+        engine_io: match socket.protocol() {
+            socketioxide::ProtocolVersion::V4 => 3,
+            socketioxide::ProtocolVersion::V5 => 4,
+        },
+        transport: match socket.transport_type() {
+            socketioxide::TransportType::Polling => "polling",
+            socketioxide::TransportType::Websocket => "websocket",
+        },
+    }
+}
+
+/// Counts the sockets of namespace `ns` by Engine.IO version and transport.
+pub fn count_connections(io: &SocketIo, ns: &str) -> Vec<(ConnInfo, usize)> {
+    let mut counts: Vec<(ConnInfo, usize)> = Vec::new();
+    let Some(op) = io.of(ns) else {
+        return counts;
+    };
+    for socket in op.sockets() {
+        let info = describe(&socket);
+        match counts
+            .iter_mut()
+            .find(|(c, _)| c.engine_io == info.engine_io && c.transport == info.transport)
+        {
+            Some((_, n)) => *n += 1,
+            None => counts.push((info, 1)),
+        }
+    }
+    counts
 }
 
 /// Binds an adapter to a namespace of a Socket.IO instance.
@@ -53,11 +120,24 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
         // Runs as connect middleware, i.e. before the server acknowledges the connect, so a
         // client's first event always finds its handler.
         move |s: SocketRef| {
-            let inbound = Inbound(protocol.clone());
+            let protocol = protocol.clone();
             async move {
+                let state = match protocol.gate().admit() {
+                    Admission::Admitted(state) => state,
+                    Admission::Full(max) => {
+                        stats::refused(P::NAME, "max_connections");
+                        tracing::warn!(protocol = P::NAME, sid = %s.id, max, "connection refused: too many connections");
+                        return Err(LimitHit::new(
+                            "max_connections",
+                            format!("the server is full ({max} connections)"),
+                        ));
+                    }
+                };
+                s.extensions.insert(state.clone());
+                let inbound = Inbound { protocol, state };
                 s.on_fallback(inbound.clone());
                 s.on_disconnect(inbound);
-                Ok::<(), std::convert::Infallible>(())
+                Ok(())
             }
         }
     };
@@ -68,12 +148,19 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
     io.ns(namespace.to_owned(), connected.with(attach));
 }
 
-/// Delivers a socket's events and its disconnect to an adapter, synchronously.
-struct Inbound<P>(Arc<P>);
+/// Delivers one socket's events and its disconnect to an adapter, synchronously, after the
+/// per-connection limits.
+struct Inbound<P> {
+    protocol: Arc<P>,
+    state: Arc<ConnState>,
+}
 
 impl<P> Clone for Inbound<P> {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self {
+            protocol: self.protocol.clone(),
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -81,10 +168,9 @@ impl<P> Clone for Inbound<P> {
 #[doc(hidden)]
 pub struct InOrder;
 
-impl<P: Protocol> MessageHandler<LocalAdapter, InOrder> for Inbound<P> {
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, v: Value, _ack: Option<i64>) {
-        let socket = SocketRef::from(s);
-        let text = match &v {
+impl<P: Protocol> Inbound<P> {
+    fn handle(&self, socket: &SocketRef, v: &Value) {
+        let text = match v {
             Value::Str(text, None) => text.as_str(),
             Value::Str(_, Some(_)) | Value::Bytes(_) => {
                 stats::bad_input(P::NAME, "binary");
@@ -92,12 +178,45 @@ impl<P: Protocol> MessageHandler<LocalAdapter, InOrder> for Inbound<P> {
                 return;
             }
         };
+        if let Err(hit) = self.state.check(text.len(), self.protocol.gate()) {
+            self.refuse(socket, &hit);
+            return;
+        }
         match EventFrame::parse(text) {
-            Ok(frame) => self.0.on_event(&socket, frame),
+            Ok(frame) => {
+                let received = Instant::now();
+                self.protocol.on_event(socket, frame);
+                stats::handled(P::NAME, received.elapsed());
+            }
             Err(e) => {
                 stats::bad_input(P::NAME, "malformed_frame");
                 tracing::debug!(protocol = P::NAME, sid = %socket.id, error = %e, "malformed event");
             }
+        }
+    }
+
+    fn refuse(&self, socket: &SocketRef, hit: &LimitHit) {
+        stats::refused(P::NAME, hit.kind);
+        tracing::debug!(protocol = P::NAME, sid = %socket.id, limit = hit.kind, "message refused");
+        if hit.kind == "rate" && self.state.flooding(self.protocol.gate()) {
+            tracing::warn!(protocol = P::NAME, sid = %socket.id, "closing a connection that keeps flooding");
+            stats::refused(P::NAME, "flood_disconnect");
+            let _ = socket.clone().disconnect();
+            return;
+        }
+        self.protocol.refuse(socket, hit);
+    }
+}
+
+impl<P: Protocol> MessageHandler<LocalAdapter, InOrder> for Inbound<P> {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, v: Value, _ack: Option<i64>) {
+        let socket = SocketRef::from(s);
+        // A bug reached by one client's input must not take its connection's read task (or
+        // the process) down with it: contain it, count it, carry on. State stays usable:
+        // the store's mutex does not poison and no lock is held across this call.
+        if catch_unwind(AssertUnwindSafe(|| self.handle(&socket, &v))).is_err() {
+            stats::bad_input(P::NAME, "internal_error");
+            tracing::error!(protocol = P::NAME, sid = %socket.id, "event handler panicked; event ignored");
         }
     }
 }
@@ -110,13 +229,21 @@ impl<P: Protocol> DisconnectHandler<LocalAdapter, InOrder> for Inbound<P> {
         defer: fn(Arc<Socket<LocalAdapter>>),
     ) {
         let socket = SocketRef::from(s.clone());
-        self.0.on_disconnect(&socket, reason);
+        self.protocol.gate().release();
+        if catch_unwind(AssertUnwindSafe(|| {
+            self.protocol.on_disconnect(&socket, reason)
+        }))
+        .is_err()
+        {
+            stats::bad_input(P::NAME, "internal_error");
+            tracing::error!(protocol = P::NAME, sid = %socket.id, "disconnect handler panicked");
+        }
         defer(s);
     }
 }
 
 /// Sends one event to one socket, counting the outcome. Never waits: a full send buffer
-/// drops the message and counts it (the client is too slow to keep up).
+/// drops the message and counts it; a receiver that keeps missing messages is closed.
 pub fn deliver<T: ?Sized + Serialize>(
     protocol: &'static str,
     to: &SocketRef,
@@ -137,8 +264,17 @@ pub fn deliver<T: ?Sized + Serialize>(
             stats::dropped(protocol, reason);
             if reason == "receiver_closed" {
                 tracing::debug!(protocol, event, to = %to.id, "drop: receiver closed");
-            } else {
-                tracing::warn!(protocol, event, to = %to.id, reason, "message dropped");
+                return false;
+            }
+            tracing::warn!(protocol, event, to = %to.id, reason, "message dropped");
+            let too_slow = to
+                .extensions
+                .get::<Arc<ConnState>>()
+                .is_some_and(|state| state.missed_one());
+            if too_slow {
+                tracing::warn!(protocol, to = %to.id, "closing a receiver too slow to keep up");
+                stats::dropped(protocol, "slow_consumer_disconnect");
+                let _ = to.clone().disconnect();
             }
             false
         }

@@ -20,9 +20,11 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{ProtocolVersion, SocketIo};
 
-use crate::adapters::{deliver, wire, EventFrame, Protocol};
-use crate::config::WebRtcRoomConfig;
-use crate::core::{Departure, Join, JoinOutcome, Peer, Rooms, Target};
+use crate::adapters::{
+    count_connections, deliver, describe, wire, Bound, EventFrame, Gate, Protocol, Realm,
+};
+use crate::config::{Limits, WebRtcRoomConfig};
+use crate::core::{ConnInfo, Departure, Join, JoinOutcome, Peer, RoomView, Rooms, Target};
 use crate::stats;
 
 const NAME: &str = "webrtcroom";
@@ -31,22 +33,41 @@ const NAME: &str = "webrtcroom";
 pub struct WebRtcRoom {
     rooms: Rooms<SocketRef>,
     max_room_size: usize,
+    gate: Gate,
+    io: SocketIo,
+    namespace: String,
 }
 
 impl WebRtcRoom {
     /// Binds the protocol to `config.namespace` of `io`.
-    pub fn bind(io: &SocketIo, config: &WebRtcRoomConfig) -> Arc<Self> {
+    pub fn bind(io: &SocketIo, config: &WebRtcRoomConfig, limits: Limits) -> Bound {
         let adapter = Arc::new(Self {
             rooms: Rooms::new(NAME),
             max_room_size: config.max_room_size,
+            gate: Gate::new(limits),
+            io: io.clone(),
+            namespace: config.namespace.clone(),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
-        adapter
+        Bound {
+            realm: adapter,
+            routes: axum::Router::new(),
+        }
     }
+}
 
-    /// Rooms and members now, for operators and tests.
-    pub fn sizes(&self) -> (usize, usize) {
+impl Realm for WebRtcRoom {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn rooms(&self) -> Vec<RoomView> {
+        self.rooms.snapshot(describe)
+    }
+    fn sizes(&self) -> (usize, usize) {
         self.rooms.sizes()
+    }
+    fn connections(&self) -> Vec<(ConnInfo, usize)> {
+        count_connections(&self.io, &self.namespace)
     }
 }
 
@@ -130,8 +151,11 @@ impl Bad {
 impl Protocol for WebRtcRoom {
     const NAME: &'static str = NAME;
 
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
     fn on_connect(&self, socket: &SocketRef) {
-        stats::connections(NAME, 1.0);
         tracing::debug!(protocol = NAME, sid = %socket.id, transport = ?socket.transport_type(), "connected");
     }
 
@@ -151,7 +175,6 @@ impl Protocol for WebRtcRoom {
     }
 
     fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
-        stats::connections(NAME, -1.0);
         let departure = self.rooms.leave(socket.id);
         tracing::info!(protocol = NAME, sid = %socket.id, %reason, room = departure.as_ref().map(|d| &*d.room), "disconnected");
         if let Some(d) = departure {
@@ -166,6 +189,11 @@ impl WebRtcRoom {
         let object = frame.object().ok_or(Bad::NotAnObject)?;
         let req: CreateAndJoin = serde_json::from_str(object.get()).map_err(|_| Bad::Room)?;
         let room_key = room_key(req.room).ok_or(Bad::Room)?;
+        if let Err(hit) = self.gate.check_name("room", &room_key) {
+            stats::refused(NAME, hit.kind);
+            tracing::debug!(protocol = NAME, sid = %socket.id, %hit, "join refused");
+            return Ok(());
+        }
         let id = wire_id(socket);
         let outcome = self.rooms.join(Join {
             room: room_key.clone(),
@@ -174,6 +202,7 @@ impl WebRtcRoom {
             handle: socket.clone(),
             name: None,
             capacity: self.max_room_size,
+            max_rooms: self.gate.limits().max_rooms,
         });
         match outcome {
             Err(refusal) => {

@@ -19,8 +19,8 @@ mod room;
 
 pub use presence::{Disconnected, Rebind, RebindError, Rebound};
 pub use room::{
-    Departure, Join, JoinOutcome, Joined, LinkNote, LinkedPeer, Peer, Refusal, Rooms, Route,
-    RouteError, Target,
+    ConnInfo, Departure, Join, JoinOutcome, Joined, LinkNote, LinkedPeer, MemberView, Peer,
+    Refusal, RoomView, Rooms, Route, RouteError, Target,
 };
 
 /// Identifies one transport connection (one Socket.IO socket).

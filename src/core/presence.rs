@@ -205,6 +205,7 @@ mod tests {
                 handle,
                 name: Some(key.into()),
                 capacity: 0,
+                max_rooms: 0,
             })
             .expect("joins");
     }

@@ -31,6 +31,8 @@ pub struct Join<H> {
     pub name: Option<Arc<str>>,
     /// Most members the room may hold; 0 for no limit.
     pub capacity: usize,
+    /// Most rooms the realm may hold; 0 for no limit.
+    pub max_rooms: usize,
 }
 
 /// Another member of a room, as the adapter needs it to tell them something.
@@ -122,6 +124,12 @@ pub enum Refusal {
     /// The member key belongs to another live connection.
     #[error("member id belongs to another connection")]
     MemberIdInUse,
+    /// Opening the room would exceed the realm's room limit.
+    #[error("too many rooms ({max})")]
+    TooManyRooms {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl Refusal {
@@ -131,6 +139,7 @@ impl Refusal {
             Refusal::RoomFull { .. } => "room_full",
             Refusal::NameTaken => "name_taken",
             Refusal::MemberIdInUse => "member_id_in_use",
+            Refusal::TooManyRooms { .. } => "max_rooms",
         }
     }
 }
@@ -173,6 +182,43 @@ pub struct Route<H> {
     pub target: H,
 }
 
+/// A room as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomView {
+    /// Room name.
+    pub name: String,
+    /// Members, oldest first.
+    pub members: Vec<MemberView>,
+}
+
+/// A member as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberView {
+    /// Member id.
+    pub id: String,
+    /// Display name, where the protocol has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its current (or last) connection id.
+    pub connection: String,
+    /// `connected`, or `away` during a reconnect grace period.
+    pub state: &'static str,
+    /// When it joined (RFC 3339).
+    pub joined_at: String,
+    /// Transport details of its connection, when connected.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<ConnInfo>,
+}
+
+/// Transport details of a connection, as an adapter describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnInfo {
+    /// Engine.IO protocol version (3 or 4).
+    pub engine_io: u8,
+    /// `polling` or `websocket`.
+    pub transport: &'static str,
+}
+
 /// Hands out member epochs, unique for the life of the process.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
@@ -203,6 +249,10 @@ impl<H: Clone> Rooms<H> {
                 if t.member_by_conn(req.conn).map(|(k, _)| k) != Some(&req.member) {
                     return Err(Refusal::MemberIdInUse);
                 }
+            }
+            let opens_room = t.room(&req.room).is_none();
+            if opens_room && req.max_rooms > 0 && t.room_count() >= req.max_rooms {
+                return Err(Refusal::TooManyRooms { max: req.max_rooms });
             }
             if let Some(room) = t.room(&req.room) {
                 if req.capacity > 0 && room.members.len() >= req.capacity {
@@ -315,6 +365,40 @@ impl<H: Clone> Rooms<H> {
         })
     }
 
+    /// Every room with its members, for operators; `describe` tells what it can about a
+    /// connection handle (the core does not know what a handle is).
+    pub fn snapshot(&self, describe: impl Fn(&H) -> ConnInfo) -> Vec<RoomView> {
+        let mut rooms: Vec<RoomView> = self.store.transact(|t| {
+            t.rooms()
+                .map(|(name, room)| RoomView {
+                    name: name.to_string(),
+                    members: room
+                        .members
+                        .iter()
+                        .filter_map(|k| {
+                            let m = t.member(k)?;
+                            Some(MemberView {
+                                id: k.to_string(),
+                                name: m.name.as_deref().map(str::to_owned),
+                                connection: m.last_conn.to_string(),
+                                state: if m.handle.is_some() {
+                                    "connected"
+                                } else {
+                                    "away"
+                                },
+                                joined_at: humantime::format_rfc3339_seconds(m.joined_at)
+                                    .to_string(),
+                                conn: m.handle.as_ref().map(&describe),
+                            })
+                        })
+                        .collect(),
+                })
+                .collect()
+        });
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
     /// Number of rooms and members now.
     pub fn sizes(&self) -> (usize, usize) {
         self.store.transact(|t| (t.room_count(), t.member_count()))
@@ -417,6 +501,7 @@ mod tests {
                 handle: 0,
                 name: None,
                 capacity: cap,
+                max_rooms: 3,
             })
         }
     }
@@ -488,6 +573,20 @@ mod tests {
             f.rooms.membership(c).map(|(r, _)| r.to_string()),
             Some("other".into())
         );
+    }
+
+    #[test]
+    fn room_limit_refuses_a_new_room_but_not_an_existing_one() {
+        let f = Fixture::new();
+        for i in 0..3 {
+            f.join(&format!("r{i}"), &format!("m{i}"), ConnId::new(), 0)
+                .unwrap();
+        }
+        assert_eq!(
+            f.join("r3", "x", ConnId::new(), 0).unwrap_err(),
+            Refusal::TooManyRooms { max: 3 }
+        );
+        assert!(f.join("r0", "y", ConnId::new(), 0).is_ok());
     }
 
     #[test]

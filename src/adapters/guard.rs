@@ -1,0 +1,225 @@
+//! Per-protocol and per-connection limits, enforced before an adapter sees an event.
+//!
+//! Every protocol gets the same protection without knowing about it: a cap on open
+//! connections, a cap on event size, and a token bucket per connection that refuses
+//! messages beyond a sustained rate plus a burst, closing a connection that keeps going.
+//! A receiver that keeps missing messages because it does not read is closed too.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::config::Limits;
+
+/// A protocol's limits and its count of open connections.
+pub struct Gate {
+    limits: Limits,
+    open: AtomicUsize,
+}
+
+/// The outcome of asking to open a connection.
+pub enum Admission {
+    /// Welcome; here is the connection's own state.
+    Admitted(Arc<ConnState>),
+    /// Already at the maximum.
+    Full(usize),
+}
+
+impl Gate {
+    /// A gate with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Counts a new connection in, unless the protocol is full.
+    pub fn admit(&self) -> Admission {
+        let max = self.limits.max_connections;
+        let admitted = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            Admission::Admitted(Arc::new(ConnState::new(&self.limits)))
+        } else {
+            Admission::Full(max)
+        }
+    }
+
+    /// Counts a connection out.
+    pub fn release(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Checks a name, room or id against `max_name_length`.
+    pub fn check_name(&self, field: &str, value: &str) -> Result<(), LimitHit> {
+        let max = self.limits.max_name_length;
+        if value.chars().count() > max {
+            return Err(LimitHit::new(
+                "name_length",
+                format!("{field} is longer than {max} characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A limit a client ran into.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LimitHit {
+    /// Which limit (for metrics and the protocol's answer).
+    pub kind: &'static str,
+    /// What to tell the client.
+    pub message: String,
+}
+
+impl LimitHit {
+    /// A hit of limit `kind`.
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// One connection's rate state and its count of missed messages.
+pub struct ConnState {
+    bucket: Mutex<Bucket>,
+    /// Messages this connection failed to receive (send buffer full).
+    missed: AtomicU32,
+    slow_limit: u32,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// Rate refusals since the bucket last had a token.
+    strikes: u32,
+}
+
+impl ConnState {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            bucket: Mutex::new(Bucket {
+                tokens: limits.burst,
+                last: Instant::now(),
+                strikes: 0,
+            }),
+            missed: AtomicU32::new(0),
+            slow_limit: limits.slow_consumer_drops,
+        }
+    }
+
+    /// Admits one incoming event of `len` bytes, or says which limit it hits.
+    pub fn check(&self, len: usize, gate: &Gate) -> Result<(), LimitHit> {
+        let limits = &gate.limits;
+        if len > limits.max_payload {
+            return Err(LimitHit::new(
+                "payload_size",
+                format!(
+                    "message of {len} bytes is over the {} byte limit",
+                    limits.max_payload
+                ),
+            ));
+        }
+        let mut b = self.bucket.lock();
+        let now = Instant::now();
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.last = now;
+        b.tokens = (b.tokens + elapsed * limits.rate).min(limits.burst);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            b.strikes = 0;
+            Ok(())
+        } else {
+            b.strikes = b.strikes.saturating_add(1);
+            Err(LimitHit::new(
+                "rate",
+                format!("more than {} messages per second", limits.rate),
+            ))
+        }
+    }
+
+    /// Whether the refusals in a row have reached `flood_disconnect`.
+    pub fn flooding(&self, gate: &Gate) -> bool {
+        let max = gate.limits.flood_disconnect;
+        max > 0 && self.bucket.lock().strikes >= max
+    }
+
+    /// Counts a message this connection could not take; true when it is now too slow.
+    pub fn missed_one(&self) -> bool {
+        let missed = self.missed.fetch_add(1, Ordering::AcqRel) + 1;
+        self.slow_limit > 0 && missed >= self.slow_limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(rate: f64, burst: f64, max_connections: usize) -> Gate {
+        Gate::new(Limits {
+            rate,
+            burst,
+            max_connections,
+            flood_disconnect: 5,
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn bucket_allows_a_burst_then_the_rate() {
+        let g = gate(1.0, 3.0, 0);
+        let Admission::Admitted(c) = g.admit() else {
+            panic!("admitted")
+        };
+        for _ in 0..3 {
+            assert!(c.check(10, &g).is_ok());
+        }
+        assert_eq!(c.check(10, &g).unwrap_err().kind, "rate");
+        for _ in 0..4 {
+            assert!(c.check(10, &g).is_err());
+        }
+        assert!(c.flooding(&g));
+    }
+
+    #[test]
+    fn oversized_messages_are_refused() {
+        let g = gate(100.0, 100.0, 0);
+        let Admission::Admitted(c) = g.admit() else {
+            panic!("admitted")
+        };
+        assert_eq!(c.check(10_000_000, &g).unwrap_err().kind, "payload_size");
+    }
+
+    #[test]
+    fn connections_are_capped_and_released() {
+        let g = gate(1.0, 1.0, 2);
+        assert!(matches!(g.admit(), Admission::Admitted(_)));
+        assert!(matches!(g.admit(), Admission::Admitted(_)));
+        assert!(matches!(g.admit(), Admission::Full(2)));
+        g.release();
+        assert!(matches!(g.admit(), Admission::Admitted(_)));
+        assert_eq!(g.open(), 2);
+    }
+}

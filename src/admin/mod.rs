@@ -1,0 +1,147 @@
+//! The operators' endpoint: liveness, readiness, Prometheus metrics, a JSON view of rooms and
+//! members, and a live dashboard page.
+//!
+//! It listens on its own address (loopback by default) so that counts and room names are
+//! never exposed on the public signalling ports, and it can require a bearer token. It sees
+//! the protocols only through [`Realm`], so it knows nothing of any protocol's events.
+
+mod api;
+mod dashboard;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use crate::adapters::Realm;
+use crate::stats;
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Renders the metrics registry.
+    metrics: PrometheusHandle,
+    /// Set once every listener is bound.
+    ready: Arc<AtomicBool>,
+    /// The protocols being served.
+    realms: Arc<Vec<Arc<dyn Realm>>>,
+    /// Required bearer token, if any.
+    token: Option<Arc<str>>,
+}
+
+impl AdminState {
+    /// State for the admin routes.
+    pub fn new(
+        metrics: PrometheusHandle,
+        ready: Arc<AtomicBool>,
+        realms: Vec<Arc<dyn Realm>>,
+        token: Option<String>,
+    ) -> Self {
+        Self {
+            metrics,
+            ready,
+            realms: Arc::new(realms),
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        }
+    }
+}
+
+/// Buckets of the handling-time histogram: from a microsecond to a tenth of a second.
+const HANDLING_BUCKETS: [f64; 12] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
+];
+
+/// Installs the process-wide metrics recorder. Call once, before anything is counted.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("gateway_handling_seconds".into()),
+            &HANDLING_BUCKETS,
+        )
+        .context("histogram buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    let guarded = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/rooms", get(api::rooms))
+        .route("/api/rooms/{protocol}/{room}", get(api::room))
+        .route("/api/events", get(dashboard::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .with_state(state)
+}
+
+/// Refuses a request without the configured bearer token.
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // The dashboard's EventSource cannot set headers: it may pass the token as ?token=.
+    let in_query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    if given.or(in_query) == Some(&**token) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "a valid bearer token is required" })),
+        )
+            .into_response()
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<serde_json::Value>) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "starting" })),
+        )
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> String {
+    // Connection counts by Engine.IO version and transport change on upgrade; read them now.
+    for realm in state.realms.iter() {
+        let counts = realm.connections();
+        for eio in [3u8, 4] {
+            for transport in ["polling", "websocket"] {
+                let n = counts
+                    .iter()
+                    .find(|(c, _)| c.engine_io == eio && c.transport == transport)
+                    .map_or(0, |(_, n)| *n);
+                stats::set_connections(realm.name(), eio, transport, n);
+            }
+        }
+    }
+    state.metrics.render()
+}
