@@ -113,7 +113,8 @@ pub struct ConnState {
 struct Bucket {
     tokens: f64,
     last: Instant,
-    /// Rate refusals since the bucket last had a token.
+    /// Rate refusals since the bucket was last full: a flooder that gets an occasional
+    /// token keeps accumulating them; a client that pauses long enough starts afresh.
     strikes: u32,
 }
 
@@ -147,9 +148,11 @@ impl ConnState {
         let elapsed = now.duration_since(b.last).as_secs_f64();
         b.last = now;
         b.tokens = (b.tokens + elapsed * limits.rate).min(limits.burst);
+        if b.tokens >= limits.burst {
+            b.strikes = 0;
+        }
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
-            b.strikes = 0;
             Ok(())
         } else {
             b.strikes = b.strikes.saturating_add(1);
@@ -160,16 +163,23 @@ impl ConnState {
         }
     }
 
+    /// Whether this is the first rate refusal of a streak (the one worth answering: answering
+    /// every refused message would amplify a flood).
+    pub fn first_strike(&self) -> bool {
+        self.bucket.lock().strikes == 1
+    }
+
     /// Whether the refusals in a row have reached `flood_disconnect`.
     pub fn flooding(&self, gate: &Gate) -> bool {
         let max = gate.limits.flood_disconnect;
         max > 0 && self.bucket.lock().strikes >= max
     }
 
-    /// Counts a message this connection could not take; true when it is now too slow.
+    /// Counts a message this connection could not take; true exactly once, when it has
+    /// missed `slow_consumer_drops` of them.
     pub fn missed_one(&self) -> bool {
         let missed = self.missed.fetch_add(1, Ordering::AcqRel) + 1;
-        self.slow_limit > 0 && missed >= self.slow_limit
+        self.slow_limit > 0 && missed == self.slow_limit
     }
 }
 
@@ -197,10 +207,25 @@ mod tests {
             assert!(c.check(10, &g).is_ok());
         }
         assert_eq!(c.check(10, &g).unwrap_err().kind, "rate");
+        assert!(c.first_strike());
         for _ in 0..4 {
             assert!(c.check(10, &g).is_err());
         }
+        assert!(!c.first_strike());
         assert!(c.flooding(&g));
+    }
+
+    #[test]
+    fn a_receiver_is_reported_too_slow_once() {
+        let g = Gate::new(Limits {
+            slow_consumer_drops: 3,
+            ..Limits::default()
+        });
+        let Admission::Admitted(c) = g.admit() else {
+            panic!("admitted")
+        };
+        let verdicts: Vec<bool> = (0..6).map(|_| c.missed_one()).collect();
+        assert_eq!(verdicts, [false, false, true, false, false, false]);
     }
 
     #[test]

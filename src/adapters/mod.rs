@@ -198,11 +198,16 @@ impl<P: Protocol> Inbound<P> {
     fn refuse(&self, socket: &SocketRef, hit: &LimitHit) {
         stats::refused(P::NAME, hit.kind);
         tracing::debug!(protocol = P::NAME, sid = %socket.id, limit = hit.kind, "message refused");
-        if hit.kind == "rate" && self.state.flooding(self.protocol.gate()) {
-            tracing::warn!(protocol = P::NAME, sid = %socket.id, "closing a connection that keeps flooding");
-            stats::refused(P::NAME, "flood_disconnect");
-            let _ = socket.clone().disconnect();
-            return;
+        if hit.kind == "rate" {
+            if self.state.flooding(self.protocol.gate()) {
+                tracing::warn!(protocol = P::NAME, sid = %socket.id, "closing a connection that keeps flooding");
+                stats::refused(P::NAME, "flood_disconnect");
+                let _ = socket.clone().disconnect();
+                return;
+            }
+            if !self.state.first_strike() {
+                return;
+            }
         }
         self.protocol.refuse(socket, hit);
     }
