@@ -5,24 +5,14 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { io as ioV4 } from 'socket.io-client';
 import { startGateway } from './lib/gateway.mjs';
+import { eventually, metricValue, withTimeout } from './lib/scenario.mjs';
 
 const require = createRequire(import.meta.url);
 const ioV2 = require('socket.io-client-v2');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function within(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); }),
-  ]);
-}
-const next = (s, event) => within(new Promise((resolve) => s.once(event, resolve)), 5000, event);
+const next = (s, event) => withTimeout(new Promise((resolve) => s.once(event, resolve)), 5000, event);
 
-function metric(m, name, labels) {
-  const key = `${name}{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`;
-  return m[key] ?? 0;
-}
 
 async function api(gw, path, token) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
@@ -30,18 +20,6 @@ async function api(gw, path, token) {
   return { status: res.status, body: res.headers.get('content-type')?.includes('json') ? await res.json() : await res.text() };
 }
 
-/** Polls until `check()` holds (the server updates asynchronously to the clients). */
-async function eventually(check, what) {
-  const start = Date.now();
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() - start > 5000) throw new Error(`${what}: ${e.message}`);
-      await sleep(50);
-    }
-  }
-}
 
 test('metrics and /api/rooms follow a scripted WebRtcRoom session exactly', async () => {
   const gw = await startGateway();
@@ -64,7 +42,7 @@ test('metrics and /api/rooms follow a scripted WebRtcRoom session exactly', asyn
     assert.ok(!Number.isNaN(Date.parse(room.body.members[0].joined_at)));
 
     const offers = [];
-    const threeOffers = within(new Promise((resolve) => {
+    const threeOffers = withTimeout(new Promise((resolve) => {
       a.on('offer', (o) => { offers.push(o.sdp); if (offers.length === 3) resolve(); });
     }), 5000, 'three offers');
     for (let i = 0; i < 3; i++) b.emit('offer', { from: b.id, to: a.id, room: 'r1', sdp: `s${i}` });
@@ -78,28 +56,26 @@ test('metrics and /api/rooms follow a scripted WebRtcRoom session exactly', asyn
 
     const m = await eventually(async () => {
       const m = await gw.metrics();
-      assert.equal(metric(m, 'gateway_leaves_total', { protocol: 'webrtcroom' }), 1);
-      return m;
-    }, 'leave counted');
-    assert.equal(metric(m, 'gateway_joins_total', { protocol: 'webrtcroom' }), 2);
-    assert.equal(metric(m, 'gateway_relayed_total', { protocol: 'webrtcroom', event: 'offer' }), 3);
-    assert.equal(metric(m, 'gateway_relayed_total', { protocol: 'webrtcroom', event: 'candidate' }), 0);
-    assert.equal(metric(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'spoofed_from' }), 1);
-    assert.equal(metric(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'unknown_target' }), 1);
-    assert.equal(metric(m, 'gateway_bad_input_total', { protocol: 'webrtcroom', kind: 'missing_payload' }), 1);
-    assert.equal(metric(m, 'gateway_rooms', { protocol: 'webrtcroom' }), 1);
-    assert.equal(metric(m, 'gateway_members', { protocol: 'webrtcroom' }), 1);
-    assert.equal(metric(m, 'gateway_connections', { protocol: 'webrtcroom', engine_io: '3', transport: 'websocket' }), 1);
-    assert.equal(metric(m, 'gateway_connections', { protocol: 'webrtcroom', engine_io: '3', transport: 'polling' }), 1);
-    assert.ok(metric(m, 'gateway_handling_seconds_count', { protocol: 'webrtcroom' }) >= 9);
+      return metricValue(m, 'gateway_leaves_total', { protocol: 'webrtcroom' }) === 1 && m;
+    }, 5000, 'leave counted');
+    assert.equal(metricValue(m, 'gateway_joins_total', { protocol: 'webrtcroom' }), 2);
+    assert.equal(metricValue(m, 'gateway_relayed_total', { protocol: 'webrtcroom', event: 'offer' }), 3);
+    assert.equal(metricValue(m, 'gateway_relayed_total', { protocol: 'webrtcroom', event: 'candidate' }), 0);
+    assert.equal(metricValue(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'spoofed_from' }), 1);
+    assert.equal(metricValue(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'unknown_target' }), 1);
+    assert.equal(metricValue(m, 'gateway_bad_input_total', { protocol: 'webrtcroom', kind: 'missing_payload' }), 1);
+    assert.equal(metricValue(m, 'gateway_rooms', { protocol: 'webrtcroom' }), 1);
+    assert.equal(metricValue(m, 'gateway_members', { protocol: 'webrtcroom' }), 1);
+    assert.equal(metricValue(m, 'gateway_connections', { protocol: 'webrtcroom', engine_io: '3', transport: 'websocket' }), 1);
+    assert.equal(metricValue(m, 'gateway_connections', { protocol: 'webrtcroom', engine_io: '3', transport: 'polling' }), 1);
+    assert.ok(metricValue(m, 'gateway_handling_seconds_count', { protocol: 'webrtcroom' }) >= 9);
 
     a.close();
     b.close();
     await eventually(async () => {
       const all = await api(gw, '/api/rooms');
-      assert.deepEqual(all.body.webrtcroom.rooms, []);
-      assert.equal(all.body.webrtcroom.member_count, 0);
-    }, 'rooms released');
+      return all.body.webrtcroom.rooms.length === 0 && all.body.webrtcroom.member_count === 0;
+    }, 5000, 'rooms released');
     assert.equal((await api(gw, '/api/rooms/webrtcroom/r1')).status, 404);
   } finally {
     await gw.stop();
@@ -120,14 +96,13 @@ test('/api/rooms shows chatroom usernames and members away during the grace peri
     b.close();
     const room = await eventually(async () => {
       const r = await api(gw, '/api/rooms/chatroom/x');
-      assert.equal(r.body.members[1].state, 'away');
-      return r.body;
-    }, 'bob away');
+      return r.body.members?.[1]?.state === 'away' && r.body;
+    }, 5000, 'bob away');
     assert.deepEqual(room.members.map((m) => [m.id, m.name]), [['ua', 'alice'], ['ub', 'bob']]);
     assert.equal(room.members[0].engine_io, 4);
     assert.equal(room.members[1].transport, undefined, 'no transport while away');
     const m = await gw.metrics();
-    assert.equal(metric(m, 'gateway_members', { protocol: 'chatroom' }), 2, 'kept during the grace');
+    assert.equal(metricValue(m, 'gateway_members', { protocol: 'chatroom' }), 2, 'kept during the grace');
     a.close();
   } finally {
     await gw.stop();
@@ -149,7 +124,7 @@ test('with admin.token set, every route but /healthz needs the bearer token', as
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type'), /text\/event-stream/);
     const reader = res.body.getReader();
-    const { value } = await within(reader.read(), 5000, 'first event');
+    const { value } = await withTimeout(reader.read(), 5000, 'first event');
     const text = new TextDecoder().decode(value);
     assert.match(text, /^data: \{"realms":/m);
     await reader.cancel();

@@ -9,27 +9,21 @@ import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 import { io as ioV4 } from 'socket.io-client';
 import { startGateway } from './lib/gateway.mjs';
+import { eventually, metricValue, withTimeout } from './lib/scenario.mjs';
 
 const require = createRequire(import.meta.url);
 const ioV2 = require('socket.io-client-v2');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function within(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); }),
-  ]);
-}
 
 /** Resolves with the payload of the next `event` on `socket`. */
 const next = (socket, event, ms = 5000) =>
-  within(new Promise((resolve) => socket.once(event, resolve)), ms, `${event}`);
+  withTimeout(new Promise((resolve) => socket.once(event, resolve)), ms, `${event}`);
 
 async function chat(url, opts = {}) {
   const s = ioV4(url, { forceNew: true, reconnection: false, transports: ['websocket'], ...opts });
-  await within(new Promise((resolve, reject) => { s.once('connect', resolve); s.once('connect_error', reject); }), 5000, 'connect');
+  await withTimeout(new Promise((resolve, reject) => { s.once('connect', resolve); s.once('connect_error', reject); }), 5000, 'connect');
   return s;
 }
 
@@ -46,10 +40,6 @@ async function member(url, room, name) {
   return s;
 }
 
-function metric(m, name, labels) {
-  const key = `${name}{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`;
-  return m[key] ?? 0;
-}
 
 function rssKiB(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -70,7 +60,7 @@ async function relayPair(url, room, n, perSecond) {
     a.emit('icecandidate', { remoteConnectorId: 'c', memberId: b.id, candidate: { n: i } });
     if (perSecond) await sleep(1000 / perSecond);
   }
-  await within(done, 15_000, `${n} relays`);
+  await withTimeout(done, 15_000, `${n} relays`);
   a.close(); b.close();
   return got;
 }
@@ -90,7 +80,7 @@ test('an event over limits.max_payload is refused with error {type:"limit"}; oth
     a.emit('offer', { connectorId: 'c', memberId: b.id, offer: { sdp: 'v=0' }, streamType: 'user' });
     assert.equal((await offer).memberId, a.id);
     const m = await gw.metrics();
-    assert.equal(metric(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'payload_size' }), 1);
+    assert.equal(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'payload_size' }), 1);
     a.close(); b.close();
   } finally {
     await gw.stop();
@@ -114,7 +104,7 @@ test('limits.max_connections refuses the next connection with connect_error', as
     const c = await chat(gw.urls.chatroom);
     c.close(); a.close();
     const m = await gw.metrics();
-    assert.equal(metric(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'max_connections' }), 1);
+    assert.equal(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'max_connections' }), 1);
   } finally {
     await gw.stop();
   }
@@ -146,8 +136,8 @@ test('limits.max_rooms and max_name_length refuse joins in both protocols', asyn
     w.emit('createAndJoinRoom', { room: 'w1' });
     assert.equal((await next(w, 'created')).room, 'w1');
     const m = await gw.metrics();
-    assert.equal(metric(m, 'gateway_refused_total', { protocol: 'webrtcroom', reason: 'name_length' }), 1);
-    assert.ok(metric(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'limit' }) >= 2);
+    assert.equal(metricValue(m, 'gateway_refused_total', { protocol: 'webrtcroom', reason: 'name_length' }), 1);
+    assert.ok(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'limit' }) >= 2);
     a.close(); b.close(); w.close();
   } finally {
     await gw.stop();
@@ -180,8 +170,8 @@ test('a flooding client is throttled, then disconnected; another pair relays all
     const got = await pair;
     assert.deepEqual(got, [...Array(300).keys()], 'the calm pair got every relay, in order');
     const m = await gw.metrics();
-    assert.ok(metric(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'rate' }) > 0);
-    assert.equal(metric(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'flood_disconnect' }), 1);
+    assert.ok(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'rate' }) > 0);
+    assert.equal(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'flood_disconnect' }), 1);
     victim.close();
   } finally {
     await gw.stop();
@@ -196,7 +186,7 @@ test('a receiver that stops reading is dropped to, counted, then closed; memory 
     const url = new URL(gw.urls.webrtcroom);
     // The slow receiver: a raw WebSocket client that joins, then stops reading its socket.
     const slow = new WebSocket(`ws://${url.host}/socket.io/?EIO=3&transport=websocket`);
-    const slowId = await within(new Promise((resolve) => {
+    const slowId = await withTimeout(new Promise((resolve) => {
       slow.on('message', (data) => {
         const text = data.toString();
         if (text.startsWith('0')) resolve(JSON.parse(text.slice(1)).sid);
@@ -222,8 +212,8 @@ test('a receiver that stops reading is dropped to, counted, then closed; memory 
     await sleep(500);
     const after = rssKiB(gw.child.pid);
     const m = await gw.metrics();
-    const full = metric(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'send_buffer_full' });
-    const closed = metric(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'slow_consumer_disconnect' });
+    const full = metricValue(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'send_buffer_full' });
+    const closed = metricValue(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'slow_consumer_disconnect' });
     console.log(`slow consumer: ${full} drops counted, closed ${closed} time(s); RSS ${before} KiB -> ${after} KiB`);
     assert.ok(full >= 256, `drops counted (${full})`);
     assert.equal(closed, 1, 'the slow receiver was closed');
@@ -251,7 +241,7 @@ async function relayPairWebrtc(url, n) {
   for (let i = 0; i < n; i++) {
     b.emit('candidate', { from: b.id, to: a.id, room: 'other-room', candidate: { n: i } });
   }
-  await within(done, 15_000, 'pair relays');
+  await withTimeout(done, 15_000, 'pair relays');
   a.close(); b.close();
   return got;
 }

@@ -28,13 +28,11 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 
-use crate::adapters::{
-    count_connections, deliver, describe, Bound, EventFrame, Gate, LimitHit, Protocol, Realm,
-};
+use crate::adapters::{deliver, Bound, EventFrame, Gate, LimitHit, Protocol, SocketRealm};
 use crate::config::{ChatroomConfig, Limits};
 use crate::core::{
-    ConnInfo, Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal,
-    RoomView, Rooms, RouteError, Target,
+    Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Rooms,
+    RouteError, Target,
 };
 use crate::stats;
 
@@ -49,8 +47,6 @@ pub struct Chatroom {
     grace: Duration,
     max_room_size: usize,
     gate: Gate,
-    io: SocketIo,
-    namespace: String,
 }
 
 impl Chatroom {
@@ -61,8 +57,6 @@ impl Chatroom {
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
-            io: io.clone(),
-            namespace: config.namespace.clone(),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         let routes = Router::new()
@@ -70,24 +64,9 @@ impl Chatroom {
             .route("/api/checkUsername", get(check_username))
             .with_state(adapter.clone());
         Bound {
-            realm: adapter,
+            realm: SocketRealm::new(NAME, adapter.rooms.clone(), io, &config.namespace),
             routes,
         }
-    }
-}
-
-impl Realm for Chatroom {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn rooms(&self) -> Vec<RoomView> {
-        self.rooms.snapshot(describe)
-    }
-    fn sizes(&self) -> (usize, usize) {
-        self.rooms.sizes()
-    }
-    fn connections(&self) -> Vec<(ConnInfo, usize)> {
-        count_connections(&self.io, &self.namespace)
     }
 }
 

@@ -29,7 +29,7 @@ use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, V
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 
-use crate::core::{ConnInfo, RoomView};
+use crate::core::{ConnInfo, RoomView, Rooms};
 use crate::stats;
 pub use guard::{Admission, ConnState, Gate, LimitHit};
 pub use wire::EventFrame;
@@ -94,8 +94,49 @@ pub fn describe(socket: &SocketRef) -> ConnInfo {
     }
 }
 
+/// The operators' view of an adapter whose rooms hold socket handles: its rooms, and the
+/// namespace its sockets live on.
+pub struct SocketRealm {
+    name: &'static str,
+    rooms: Arc<Rooms<SocketRef>>,
+    io: SocketIo,
+    namespace: String,
+}
+
+impl SocketRealm {
+    /// The view of protocol `name`, serving `rooms` on `namespace` of `io`.
+    pub fn new(
+        name: &'static str,
+        rooms: Arc<Rooms<SocketRef>>,
+        io: &SocketIo,
+        namespace: &str,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            rooms,
+            io: io.clone(),
+            namespace: namespace.to_owned(),
+        })
+    }
+}
+
+impl Realm for SocketRealm {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn rooms(&self) -> Vec<RoomView> {
+        self.rooms.snapshot(describe)
+    }
+    fn sizes(&self) -> (usize, usize) {
+        self.rooms.sizes()
+    }
+    fn connections(&self) -> Vec<(ConnInfo, usize)> {
+        count_connections(&self.io, &self.namespace)
+    }
+}
+
 /// Counts the sockets of namespace `ns` by Engine.IO version and transport.
-pub fn count_connections(io: &SocketIo, ns: &str) -> Vec<(ConnInfo, usize)> {
+fn count_connections(io: &SocketIo, ns: &str) -> Vec<(ConnInfo, usize)> {
     let mut counts: Vec<(ConnInfo, usize)> = Vec::new();
     let Some(op) = io.of(ns) else {
         return counts;

@@ -20,54 +20,33 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{ProtocolVersion, SocketIo};
 
-use crate::adapters::{
-    count_connections, deliver, describe, wire, Bound, EventFrame, Gate, Protocol, Realm,
-};
+use crate::adapters::{deliver, wire, Bound, EventFrame, Gate, Protocol, SocketRealm};
 use crate::config::{Limits, WebRtcRoomConfig};
-use crate::core::{ConnInfo, Departure, Join, JoinOutcome, Peer, RoomView, Rooms, Target};
+use crate::core::{Departure, Join, JoinOutcome, Peer, Rooms, Target};
 use crate::stats;
 
 const NAME: &str = "webrtcroom";
 
 /// The adapter: its realm of rooms and its settings.
 pub struct WebRtcRoom {
-    rooms: Rooms<SocketRef>,
+    rooms: Arc<Rooms<SocketRef>>,
     max_room_size: usize,
     gate: Gate,
-    io: SocketIo,
-    namespace: String,
 }
 
 impl WebRtcRoom {
     /// Binds the protocol to `config.namespace` of `io`.
     pub fn bind(io: &SocketIo, config: &WebRtcRoomConfig, limits: Limits) -> Bound {
         let adapter = Arc::new(Self {
-            rooms: Rooms::new(NAME),
+            rooms: Arc::new(Rooms::new(NAME)),
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
-            io: io.clone(),
-            namespace: config.namespace.clone(),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         Bound {
-            realm: adapter,
+            realm: SocketRealm::new(NAME, adapter.rooms.clone(), io, &config.namespace),
             routes: axum::Router::new(),
         }
-    }
-}
-
-impl Realm for WebRtcRoom {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn rooms(&self) -> Vec<RoomView> {
-        self.rooms.snapshot(describe)
-    }
-    fn sizes(&self) -> (usize, usize) {
-        self.rooms.sizes()
-    }
-    fn connections(&self) -> Vec<(ConnInfo, usize)> {
-        count_connections(&self.io, &self.namespace)
     }
 }
 
