@@ -2,8 +2,8 @@
 # Runs every test: the Rust unit tests, then the over-the-wire suites, which start the real
 # gateway binary and drive it with real Socket.IO clients from npm.
 #
-# Installs what is missing first: Node.js and npm (Debian packages) and the npm packages
-# pinned in tests/package-lock.json. Needs cargo (the Rust toolchain) on PATH.
+# Installs what is missing first: Node.js, npm and Chromium (Debian packages) and the npm
+# packages pinned in tests/package-lock.json. Needs cargo (the Rust toolchain) on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,13 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt_install "${missing[@]}"
+fi
+
+# The browser tests (tests/browser-*.test.mjs) drive Debian's Chromium with playwright-core;
+# playwright's own browser download is not used.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium (for the browser tests)"
+  apt_install chromium
 fi
 
 echo "== npm packages for the real clients"

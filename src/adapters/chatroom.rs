@@ -526,7 +526,9 @@ impl Chatroom {
             Ok(r) => r,
             Err(RebindError::Unknown) => {
                 // Grace over or server restarted: tell the client to drop its peers, then
-                // treat the request as a fresh join.
+                // treat the request as a fresh join. A request that cannot be a join (no
+                // username) is refused before the client is told anything.
+                non_empty("username", req.username.as_deref().unwrap_or_default())?;
                 let leave = ReconnectOut {
                     kind: "leave",
                     connector_id: None,
@@ -553,10 +555,13 @@ impl Chatroom {
             }
         }
         for peer in &r.linked {
+            // The original sent no memberId here, so the client's renegotiation
+            // (reconnectWork, which copies it) had no target and was dropped. With the
+            // returning member's new socket id it reaches it.
             let out = ReconnectOut {
                 kind: "getOffer",
                 connector_id: Some(&peer.connector),
-                member_id: None,
+                member_id: Some(&me),
             };
             deliver(NAME, &peer.handle, "reconnect", &out);
         }

@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const BIN = process.env.GATEWAY_BIN ?? path.join(ROOT, 'target', 'debug', 'signal-gateway');
+// SIGNAL_GATEWAY_BIN names another build to test; not GATEWAY_*, which the gateway reads as config.
+export const BIN = process.env.SIGNAL_GATEWAY_BIN ?? path.join(ROOT, 'target', 'debug', 'signal-gateway');
 
 /**
  * @param {{sets?: string[], env?: Record<string,string>, config?: string}} opts
