@@ -9,10 +9,13 @@
 //!    bodies. (Those clients open over polling by default, so their CONNECT travels there;
 //!    a client forced onto WebSocket-only sends it in a WebSocket frame, which this layer
 //!    cannot see: see README, "Differences from the original server".)
+//! 3. Engine.IO error bodies carry a numeric `code`, as the originals sent them;
+//!    socketioxide writes it as a string.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::Request;
-use axum::http::{self, Method};
+use axum::http::{self, header, Method, StatusCode};
+use axum::response::Response;
 
 /// Request path prefix of Engine.IO.
 const ENGINE_PATH: &str = "/socket.io";
@@ -30,6 +33,39 @@ pub async fn fix_request(max_body: usize, req: Request) -> Request {
         return rewrite_body(max_body, req).await;
     }
     req
+}
+
+/// Engine.IO error bodies with a numeric `code`, as both original servers sent them
+/// (`{"code":1,"message":"Session ID unknown"}`); socketioxide writes the code as a string.
+pub async fn fix_response(res: Response) -> Response {
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if res.status() != StatusCode::BAD_REQUEST || !json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let bytes = to_bytes(body, 4096).await.unwrap_or_default();
+    let body = match std::str::from_utf8(&bytes).ok().and_then(numeric_code) {
+        Some(fixed) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Body::from(fixed)
+        }
+        None => Body::from(bytes),
+    };
+    Response::from_parts(parts, body)
+}
+
+/// `{"code":"1",...}` → `{"code":1,...}`; `None` when the body is not of that form.
+fn numeric_code(body: &str) -> Option<String> {
+    let rest = body.strip_prefix("{\"code\":\"")?;
+    let end = rest.find('"')?;
+    let code = &rest[..end];
+    if code.is_empty() || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{{\"code\":{code}{}", &rest[end + 1..]))
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -154,6 +190,16 @@ mod tests {
         assert_eq!(strip_connect_queries("6:40/ns,"), None);
         assert_eq!(strip_connect_queries("8:42[\"a?\"]"), None);
         assert_eq!(strip_connect_queries("garbage 0/ ?"), None);
+    }
+
+    #[test]
+    fn error_codes_become_numbers() {
+        assert_eq!(
+            numeric_code(r#"{"code":"1","message":"Session ID unknown"}"#).as_deref(),
+            Some(r#"{"code":1,"message":"Session ID unknown"}"#)
+        );
+        assert_eq!(numeric_code(r#"{"code":1,"message":"x"}"#), None);
+        assert_eq!(numeric_code(r#"{"code":"x","message":"x"}"#), None);
     }
 
     #[test]

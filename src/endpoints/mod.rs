@@ -101,6 +101,9 @@ pub fn build(
         .ping_interval(e.ping_interval)
         .ping_timeout(e.ping_timeout)
         .max_payload(e.max_payload)
+        // socketioxide applies max_payload to polling bodies only; bound WebSocket frames too.
+        .ws_max_message_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .max_buffer_size(e.send_buffer)
         .build_layer();
     let mut routes = bind_adapters(&io);
@@ -124,6 +127,7 @@ pub fn build(
         .layer(axum::middleware::map_request(move |req: Request| {
             legacy::fix_request(max_body, req)
         }))
+        .layer(axum::middleware::map_response(legacy::fix_response))
         .layer(cors());
     let (tls, tls_key) = &endpoint.tls;
     let tls = tls::server_config(tls, tls_key)?;
