@@ -111,6 +111,12 @@ pub fn dropped(protocol: &'static str, reason: &'static str) {
     slot(protocol).dropped.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Rooms and members of a protocol, set at scrape time.
+pub fn set_sizes(protocol: &'static str, rooms: usize, members: usize) {
+    metrics::gauge!("gateway_rooms", "protocol" => protocol).set(rooms as f64);
+    metrics::gauge!("gateway_members", "protocol" => protocol).set(members as f64);
+}
+
 /// Open connections of a protocol by Engine.IO version and transport, set at scrape time.
 pub fn set_connections(protocol: &'static str, engine_io: u8, transport: &'static str, n: usize) {
     let eio = if engine_io == 3 { "3" } else { "4" };

@@ -62,6 +62,8 @@ struct Client {
     tx: Sender<Packet>,
     rx: Receiver<Packet>,
     id: String,
+    /// What this client sent since the last sentinel (reported when a check fails).
+    sent: std::sync::Mutex<Vec<String>>,
 }
 
 impl Client {
@@ -76,10 +78,18 @@ impl Client {
         };
         let open: Value = serde_json::from_str(&text[1..]).expect("connect payload is JSON");
         let id = open["sid"].as_str().expect("sid").to_owned();
-        Client { tx, rx, id }
+        Client {
+            tx,
+            rx,
+            id,
+            sent: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     async fn emit_raw(&self, array: String) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push(array.chars().take(300).collect());
+        }
         self.tx
             .send(Packet::Message(format!("2{array}").into()))
             .await
@@ -90,14 +100,24 @@ impl Client {
         self.emit_raw(json!([event, payload]).to_string()).await;
     }
 
-    /// Events received until (and without) the one `stop` accepts.
-    async fn until(&mut self, stop: impl Fn(&str, &Value) -> bool) -> Vec<(String, Value)> {
+    /// Events received until (and without) the one `stop` accepts; `sender` is whose
+    /// inputs to report if it never comes.
+    async fn until(
+        &mut self,
+        stop: impl Fn(&str, &Value) -> bool,
+        sender: Option<&Client>,
+    ) -> Vec<(String, Value)> {
         let mut seen = Vec::new();
         loop {
-            let packet = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
-                .await
-                .expect("sentinel arrives in time")
-                .expect("channel open");
+            let Ok(packet) = tokio::time::timeout(Duration::from_secs(10), self.rx.recv()).await
+            else {
+                let inputs = sender.and_then(|s| s.sent.lock().ok().map(|v| v.join("\n")));
+                panic!(
+                    "sentinel did not arrive; received {seen:?}; inputs since the last one:\n{}",
+                    inputs.unwrap_or_default()
+                );
+            };
+            let packet = packet.expect("channel open");
             let Packet::Message(text) = packet else {
                 continue;
             };
@@ -258,7 +278,10 @@ async fn fuzz(
         x.emit(&event, &payload).await;
         let (event, payload) = sentinel(x, y, b);
         x.emit(&event, &payload).await;
-        let received = y.until(|name, p| is_sentinel(name, p, b)).await;
+        let received = y.until(|name, p| is_sentinel(name, p, b), Some(x)).await;
+        if let Ok(mut sent) = x.sent.lock() {
+            sent.clear();
+        }
         for (name, payload) in &received {
             check_y(name, payload);
         }
@@ -374,22 +397,26 @@ async fn webrtcroom_survives_arbitrary_payloads() {
     .await;
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
 
-    // A fresh pair still works.
+    // A fresh pair still works. Joins of different sockets are not ordered with each
+    // other: A's `created` must arrive before B joins.
     let mut a = Client::connect(&io).await;
     let mut b = Client::connect(&io).await;
     a.emit("createAndJoinRoom", &json!({ "room": "fresh" }))
         .await;
+    let _ = a.until(|n, _| n == "created", None).await;
     b.emit("createAndJoinRoom", &json!({ "room": "fresh" }))
         .await;
-    let b_created = b.until(|n, _| n == "created").await;
+    let b_created = b.until(|n, _| n == "created", None).await;
     assert!(b_created.is_empty());
     b.emit(
         "offer",
         &json!({ "from": b.id, "to": a.id, "room": "fresh", "sdp": "v=0" }),
     )
     .await;
-    let before = a.until(|n, p| n == "offer" && p["sdp"] == "v=0").await;
-    assert!(before.iter().all(|(n, _)| n == "created" || n == "joined"));
+    let before = a
+        .until(|n, p| n == "offer" && p["sdp"] == "v=0", None)
+        .await;
+    assert!(before.iter().all(|(n, _)| n == "joined"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,18 +548,21 @@ async fn chatroom_survives_arbitrary_payloads() {
         &json!({ "id": "fa", "username": "a", "roomname": "fresh" }),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The joiner hears nothing back; a relay to itself proves A is in before B joins.
+    let own = json!({ "remoteConnectorId": "self", "memberId": a.id, "candidate": {} });
+    a.emit("icecandidate", &own).await;
+    let _ = a.until(|n, _| n == "icecandidate", None).await;
     b.emit(
         "join",
         &json!({ "id": "fb", "username": "b", "roomname": "fresh" }),
     )
     .await;
     let _ = a
-        .until(|n, p| n == "getOffer" && p["memberId"] == json!(b.id))
+        .until(|n, p| n == "getOffer" && p["memberId"] == json!(b.id), None)
         .await;
     let offer = json!({ "connectorId": "c1", "memberId": b.id, "offer": { "sdp": "v=0" }, "streamType": "user" });
     a.emit("offer", &offer).await;
     let _ = b
-        .until(|n, p| n == "offer" && p["memberId"] == json!(a.id))
+        .until(|n, p| n == "offer" && p["memberId"] == json!(a.id), None)
         .await;
 }

@@ -137,7 +137,8 @@ test('limits.max_rooms and max_name_length refuse joins in both protocols', asyn
     assert.equal((await next(w, 'created')).room, 'w1');
     const m = await gw.metrics();
     assert.equal(metricValue(m, 'gateway_refused_total', { protocol: 'webrtcroom', reason: 'name_length' }), 1);
-    assert.ok(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'limit' }) >= 2);
+    assert.equal(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'max_rooms' }), 1);
+    assert.equal(metricValue(m, 'gateway_refused_total', { protocol: 'chatroom', reason: 'name_length' }), 1);
     a.close(); b.close(); w.close();
   } finally {
     await gw.stop();

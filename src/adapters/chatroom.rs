@@ -53,7 +53,7 @@ impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
     pub fn bind(io: &SocketIo, config: &ChatroomConfig, limits: Limits) -> Bound {
         let adapter = Arc::new(Self {
-            rooms: Arc::new(Rooms::new(NAME)),
+            rooms: Arc::new(Rooms::new()),
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
@@ -251,12 +251,24 @@ struct ErrorOut<'a> {
 struct Refused {
     kind: &'static str,
     message: String,
+    /// Set when a rule or limit refused the request (counted as `refused{reason}`); unset for
+    /// malformed input (counted as `bad_input{kind}`).
+    reason: Option<&'static str>,
 }
 
 fn refused(kind: &'static str, message: impl Into<String>) -> Refused {
     Refused {
         kind,
         message: message.into(),
+        reason: None,
+    }
+}
+
+/// A request refused by rule or limit `reason`, answered with error type `kind`.
+fn refused_by(kind: &'static str, reason: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        reason: Some(reason),
+        ..refused(kind, message)
     }
 }
 
@@ -269,7 +281,7 @@ fn parse<'a, T: Deserialize<'a>>(frame: &EventFrame<'a>, what: &str) -> Result<T
 }
 
 fn limit(hit: LimitHit) -> Refused {
-    refused("limit", hit.message)
+    refused_by("limit", hit.kind, hit.message)
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), Refused> {
@@ -313,10 +325,9 @@ impl Protocol for Chatroom {
             )),
         };
         if let Err(r) = result {
-            if r.kind == "limit" {
-                stats::refused(NAME, "limit");
-            } else {
-                stats::bad_input(NAME, r.kind);
+            match r.reason {
+                Some(reason) => stats::refused(NAME, reason),
+                None => stats::bad_input(NAME, r.kind),
             }
             tracing::debug!(protocol = NAME, sid = %socket.id, event = %frame.name, kind = r.kind, message = %r.message, "refused");
             let error = ErrorOut {
@@ -391,19 +402,23 @@ impl Chatroom {
             Ok(JoinOutcome::Joined(joined)) => joined,
             Ok(JoinOutcome::AlreadyMember { .. }) => return Ok(()),
             Err(refusal) => {
-                stats::refused(NAME, refusal.kind());
                 tracing::info!(protocol = NAME, sid = %socket.id, room = %req.roomname, %refusal, "join refused");
+                let reason = refusal.kind();
                 return Err(match refusal {
-                    Refusal::NameTaken => refused("repeat", REPEAT_MESSAGE),
-                    Refusal::RoomFull { capacity } => {
-                        refused("limit", format!("room is full ({capacity} members)"))
-                    }
+                    Refusal::NameTaken => refused_by("repeat", reason, REPEAT_MESSAGE),
+                    Refusal::RoomFull { capacity } => refused_by(
+                        "limit",
+                        reason,
+                        format!("room is full ({capacity} members)"),
+                    ),
                     Refusal::MemberIdInUse => {
-                        refused("id_in_use", "this id belongs to another connection")
+                        refused_by("id_in_use", reason, "this id belongs to another connection")
                     }
-                    Refusal::TooManyRooms { max } => {
-                        refused("limit", format!("too many rooms on this server ({max})"))
-                    }
+                    Refusal::TooManyRooms { max } => refused_by(
+                        "limit",
+                        reason,
+                        format!("too many rooms on this server ({max})"),
+                    ),
                 });
             }
         };

@@ -38,7 +38,7 @@ impl WebRtcRoom {
     /// Binds the protocol to `config.namespace` of `io`.
     pub fn bind(io: &SocketIo, config: &WebRtcRoomConfig, limits: Limits) -> Bound {
         let adapter = Arc::new(Self {
-            rooms: Arc::new(Rooms::new(NAME)),
+            rooms: Arc::new(Rooms::new()),
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
         });

@@ -130,8 +130,10 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<serde_json
 }
 
 async fn metrics(State(state): State<AdminState>) -> String {
-    // Connection counts by Engine.IO version and transport change on upgrade; read them now.
+    // Gauges are read from the live state at scrape time, so they can never lag behind it.
     for realm in state.realms.iter() {
+        let (rooms, members) = realm.sizes();
+        stats::set_sizes(realm.name(), rooms, members);
         let counts = realm.connections();
         for eio in [3u8, 4] {
             for transport in ["polling", "websocket"] {

@@ -113,17 +113,13 @@ impl<H: Clone + Send + Sync + 'static> Rooms<H> {
 
     /// Ends absence number `absence` of member `key`, if it is still the current one.
     fn expire(&self, key: &Arc<str>, absence: u64) -> Option<Departure<H>> {
-        let departure = self.store.transact(|t| {
+        self.store.transact(|t| {
             let member = t.member(key)?;
             if member.conn.is_some() || member.absence != absence {
                 return None;
             }
             remove_in(t, key)
-        });
-        if departure.is_some() {
-            self.publish_sizes();
-        }
-        departure
+        })
     }
 
     /// Binds an existing member to a new connection, cancelling its grace period.
@@ -225,7 +221,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn grace_expiry_tells_linked_peers() {
-        let rooms = Arc::new(Rooms::<u32>::new("test"));
+        let rooms = Arc::new(Rooms::<u32>::new());
         let (a, c) = (ConnId::new(), ConnId::new());
         join(&rooms, "y", "uA", a, 1);
         join(&rooms, "y", "uC", c, 3);
@@ -245,7 +241,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_old_timer_never_evicts_a_member_that_came_back() {
-        let rooms = Arc::new(Rooms::<u32>::new("test"));
+        let rooms = Arc::new(Rooms::<u32>::new());
         let (b, b2) = (ConnId::new(), ConnId::new());
         join(&rooms, "y", "uB", b, 2);
         // The new connection rebinds before the old one's drop is noticed.
@@ -268,7 +264,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rebind_inside_grace_cancels_the_timer_and_reports_links() {
-        let rooms = Arc::new(Rooms::<u32>::new("test"));
+        let rooms = Arc::new(Rooms::<u32>::new());
         let (a, b, c, b2) = (ConnId::new(), ConnId::new(), ConnId::new(), ConnId::new());
         join(&rooms, "y", "uA", a, 1);
         join(&rooms, "y", "uB", b, 2);
@@ -298,7 +294,7 @@ mod tests {
 
     #[test]
     fn rebind_checks_room_name_and_connection() {
-        let rooms = Rooms::<u32>::new("test");
+        let rooms = Rooms::<u32>::new();
         let (a, b) = (ConnId::new(), ConnId::new());
         join(&rooms, "y", "uA", a, 1);
         join(&rooms, "y", "uB", b, 2);

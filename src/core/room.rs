@@ -12,8 +12,6 @@ use crate::store::{Link, Member, MemoryStore, Table};
 /// `H` is the adapter's way of reaching a connection (a socket handle); the core stores it
 /// and hands it back in outcomes, so the adapter can send without a second lookup.
 pub struct Rooms<H> {
-    /// Label for metrics and logs (the protocol that owns this realm).
-    pub(super) realm: &'static str,
     pub(super) store: MemoryStore<H>,
 }
 
@@ -224,9 +222,8 @@ static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 impl<H: Clone> Rooms<H> {
     /// An empty realm.
-    pub fn new(realm: &'static str) -> Self {
+    pub fn new() -> Self {
         Self {
-            realm,
             store: MemoryStore::default(),
         }
     }
@@ -292,17 +289,12 @@ impl<H: Clone> Rooms<H> {
             );
             Ok(JoinOutcome::Joined(Joined { existing, left }))
         });
-        self.publish_sizes();
         outcome
     }
 
     /// Takes the member bound to `conn` out of its room.
     pub fn leave(&self, conn: ConnId) -> Option<Departure<H>> {
-        let departure = self.store.transact(|t| leave_in(t, conn));
-        if departure.is_some() {
-            self.publish_sizes();
-        }
-        departure
+        self.store.transact(|t| leave_in(t, conn))
     }
 
     /// Checks that `conn` may reach `to`, and returns how. With `link`, also records on the
@@ -403,12 +395,6 @@ impl<H: Clone> Rooms<H> {
     pub fn sizes(&self) -> (usize, usize) {
         self.store.transact(|t| (t.room_count(), t.member_count()))
     }
-
-    pub(super) fn publish_sizes(&self) {
-        let (rooms, members) = self.sizes();
-        metrics::gauge!("gateway_rooms", "protocol" => self.realm).set(rooms as f64);
-        metrics::gauge!("gateway_members", "protocol" => self.realm).set(members as f64);
-    }
 }
 
 pub(super) fn peer<H: Clone>(t: &Table<H>, key: &Arc<str>) -> Peer<H> {
@@ -484,7 +470,7 @@ mod tests {
     impl Fixture {
         fn new() -> Self {
             Self {
-                rooms: Rooms::new("test"),
+                rooms: Rooms::new(),
             }
         }
         fn join(
