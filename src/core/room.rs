@@ -220,12 +220,18 @@ pub struct ConnInfo {
 /// Hands out member epochs, unique for the life of the process.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
-impl<H: Clone> Rooms<H> {
-    /// An empty realm.
-    pub fn new() -> Self {
+impl<H> Default for Rooms<H> {
+    fn default() -> Self {
         Self {
             store: MemoryStore::default(),
         }
+    }
+}
+
+impl<H: Clone> Rooms<H> {
+    /// An empty realm.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Puts a connection into a room, leaving the room it was in first.
