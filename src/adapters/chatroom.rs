@@ -487,12 +487,14 @@ impl Chatroom {
     }
 
     fn leave(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
-        let list = frame
-            .payload
-            .filter(|p| p.get().trim_start().starts_with('['))
-            .ok_or_else(|| refused("invalid", "leave: payload must be an array"))?;
-        let entries: Vec<&RawValue> = serde_json::from_str(list.get())
-            .map_err(|e| refused("invalid", format!("leave: {e}")))?;
+        if !frame.starts_with(b'[') {
+            return Err(refused("invalid", "leave: payload must be an array"));
+        }
+        let entries: Vec<&RawValue> = match frame.decode() {
+            Some(Ok(entries)) => entries,
+            Some(Err(e)) => return Err(refused("invalid", format!("leave: {e}"))),
+            None => return Err(refused("invalid", "leave: payload must be an array")),
+        };
         if self.rooms.membership(socket.id).is_none() {
             // As the original: a leave from a socket that never joined is ignored.
             stats::dropped(NAME, RouteError::NotJoined.kind());

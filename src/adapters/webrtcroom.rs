@@ -77,6 +77,21 @@ struct Envelope<'a> {
     to: Option<Cow<'a, str>>,
 }
 
+impl<'a> Envelope<'a> {
+    /// The routing fields of a relayed message: a quick scan when the client put them
+    /// first, serde (which also rejects duplicate keys) otherwise.
+    fn read(object: &'a RawValue) -> Result<Self, Bad> {
+        if let Some([from, to]) = wire::top_level_strs(object.get(), ["\"from\"", "\"to\""]) {
+            let from = from.ok_or(Bad::Field)?;
+            return Ok(Envelope {
+                from: Cow::Borrowed(from),
+                to: to.map(Cow::Borrowed),
+            });
+        }
+        serde_json::from_str(object.get()).map_err(|_| Bad::Field)
+    }
+}
+
 fn opt_cow_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     wire::cow_str(d).map(Some)
 }
@@ -164,7 +179,9 @@ impl Protocol for WebRtcRoom {
 
 impl WebRtcRoom {
     fn create_and_join(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
-        frame.payload.ok_or(Bad::MissingPayload)?;
+        if !frame.has_payload() {
+            return Err(Bad::MissingPayload);
+        }
         let object = frame.object().ok_or(Bad::NotAnObject)?;
         let req: CreateAndJoin = serde_json::from_str(object.get()).map_err(|_| Bad::Room)?;
         let room_key = room_key(req.room).ok_or(Bad::Room)?;
@@ -236,9 +253,11 @@ impl WebRtcRoom {
         frame: &EventFrame<'_>,
         event: &'static str,
     ) -> Result<(), Bad> {
-        frame.payload.ok_or(Bad::MissingPayload)?;
+        if !frame.has_payload() {
+            return Err(Bad::MissingPayload);
+        }
         let object = frame.object().ok_or(Bad::NotAnObject)?;
-        let envelope: Envelope = serde_json::from_str(object.get()).map_err(|_| Bad::Field)?;
+        let envelope = Envelope::read(object)?;
         let to = envelope.to.ok_or(Bad::Field)?;
         let route = match self.rooms.route(socket.id, Target::Member(&to), None) {
             Ok(route) => route,
@@ -261,9 +280,11 @@ impl WebRtcRoom {
     }
 
     fn exit(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
-        frame.payload.ok_or(Bad::MissingPayload)?;
+        if !frame.has_payload() {
+            return Err(Bad::MissingPayload);
+        }
         let object = frame.object().ok_or(Bad::NotAnObject)?;
-        let envelope: Envelope = serde_json::from_str(object.get()).map_err(|_| Bad::Field)?;
+        let envelope = Envelope::read(object)?;
         let Some((_, me)) = self.rooms.membership(socket.id) else {
             stats::dropped(NAME, "not_joined");
             return Ok(());
