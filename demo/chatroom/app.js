@@ -1,5 +1,6 @@
 // chatroom demo page: speaks the chatroom protocol as its Vue/React client does, on
 // socket.io-client 4.x (Engine.IO v4, polling first, then upgrade to websocket).
+// What the demo pages share (log, camera, tiles, socket, start) is in ../common.js.
 //
 // Every RTCPeerConnection is a "connector" with its own id; the two ends of a link know each
 // other's connector id. Members are addressed by their socket id (memberId).
@@ -21,22 +22,14 @@
 // events, socket}.
 'use strict';
 
-const params = new URLSearchParams(location.search);
-const $ = (id) => document.getElementById(id);
-const RTC_CONFIG = { iceServers: [] }; // no STUN/TURN: the demo must work offline
 const RENEGOTIATION_TIMEOUT_MS = 5000;
 
-const demo = (window.demo = {
+// demo.peers: connectorId → connector: {memberId, streamType, remoteConnectorId, pc, state, videoWidth}
+Object.assign(demo, {
   protocol: 'chatroom',
-  socket: null,
   userId: newId(), // the client's stable user id, one per page load
   username: null,
-  room: null, // set while in a room
-  localStream: null,
   screenStream: null,
-  peers: {}, // connectorId → connector: {memberId, streamType, remoteConnectorId, pc, state, videoWidth}
-  events: [], // {t, dir: 'in'|'out'|'info', event, data}
-  startedAt: performance.now(),
 });
 
 function newId() {
@@ -46,23 +39,6 @@ function newId() {
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-// ---- signalling log --------------------------------------------------------------------
-
-function log(dir, event, data) {
-  const t = Math.round(performance.now() - demo.startedAt);
-  demo.events.push({ t, dir, event, data });
-  if (demo.events.length > 2000) demo.events.splice(0, 500);
-  const li = document.createElement('li');
-  li.className = dir;
-  const arrow = { out: '↑', in: '↓', info: '·' }[dir];
-  li.innerHTML = `<span class="t">${(t / 1000).toFixed(3)}</span> <span class="dir">${arrow}</span> <span class="ev"></span> <span class="what"></span>`;
-  li.querySelector('.ev').textContent = event;
-  li.querySelector('.what').textContent = summary(data);
-  li.title = typeof data === 'string' ? data : JSON.stringify(data);
-  $('log').prepend(li);
-  while ($('log').childElementCount > 300) $('log').lastChild.remove();
 }
 
 /** One short line about a message: its type, stream and the ids that matter. */
@@ -83,45 +59,10 @@ function summary(data) {
   return parts.join(' · ');
 }
 
-/** "udp 127.0.0.1:5000 host" from a candidate line. */
-function candidateSummary(line) {
-  const f = line.split(' ');
-  return f.length > 7 ? `${f[2]} ${f[4]}:${f[5]} ${f[7]}` : line;
-}
-
-const short = (id) => String(id).slice(0, 8);
-
-function setStatus(text, isError = false) {
-  $('status').textContent = text;
-  $('status').className = isError ? 'error' : '';
-}
-
 function showRoom() {
   if (!demo.room) return;
   const members = new Set(Object.values(demo.peers).map((c) => c.memberId)).size;
   setStatus(`${demo.username} in room ${JSON.stringify(demo.room)} · ${members} other member${members === 1 ? '' : 's'}`);
-}
-
-// ---- camera ----------------------------------------------------------------------------
-
-async function openCamera() {
-  if (demo.localStream) return demo.localStream;
-  if (!navigator.mediaDevices) {
-    // Browsers give pages the camera only on https or localhost.
-    log('info', 'camera', 'not available on this origin (needs https or localhost): receiving only');
-    return null;
-  }
-  for (const constraints of [{ video: true, audio: true }, { video: true }, { audio: true }]) {
-    try {
-      demo.localStream = await navigator.mediaDevices.getUserMedia(constraints);
-      break;
-    } catch (e) {
-      log('info', 'camera', `${JSON.stringify(constraints)}: ${e.name}`);
-    }
-  }
-  if (demo.localStream) $('local-video').srcObject = demo.localStream;
-  else log('info', 'camera', 'no camera or microphone: receiving only');
-  return demo.localStream;
 }
 
 // ---- connectors: one RTCPeerConnection per link and stream type --------------------------
@@ -134,55 +75,31 @@ const KIND_LABEL = { user: 'camera', display: 'your screen →', remoteDisplay: 
  */
 function createConnector({ memberId, streamType, remoteConnectorId = null }) {
   const id = newId();
-  const pc = new RTCPeerConnection(RTC_CONFIG);
-  const tile = makeTile(id, memberId, streamType);
-  const c = {
+  const fields = {
     connectorId: id,
     memberId,
     streamType,
     remoteConnectorId,
-    pc,
-    tile,
-    state: pc.connectionState,
-    connectedAt: null,
-    get videoWidth() { return tile.video.videoWidth; },
-    get videoHeight() { return tile.video.videoHeight; },
     outbox: [], // our candidates, held until the remote connector is known
-    pending: [], // remote candidates that came before the remote description
-    chain: Promise.resolve(), // this connector's signalling steps, one at a time, in order
     renegotiation: null, // timer while a reconnect offer waits for its answer
   };
+  const label = `${KIND_LABEL[streamType]} ${short(memberId)}`;
+  const c = createPeerConnection(fields, makeTile(id, memberId, streamType), label, (state) => {
+    // A shared screen has no "stop" message: its connector fails once the sharer closes it.
+    if (streamType === 'remoteDisplay' && state === 'failed') closeConnector(id);
+  });
   demo.peers[id] = c;
 
   if (streamType === 'user') {
-    if (demo.localStream) {
-      for (const track of demo.localStream.getTracks()) pc.addTrack(track, demo.localStream);
-    } else if (!remoteConnectorId) {
-      pc.addTransceiver('video', { direction: 'recvonly' });
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-    }
+    addLocalMedia(c.pc, !remoteConnectorId);
   } else if (streamType === 'display' && demo.screenStream) {
-    for (const track of demo.screenStream.getTracks()) pc.addTrack(track, demo.screenStream);
+    for (const track of demo.screenStream.getTracks()) c.pc.addTrack(track, demo.screenStream);
   }
 
-  pc.onicecandidate = ({ candidate }) => {
+  c.pc.onicecandidate = ({ candidate }) => {
     if (!candidate) return;
     if (c.remoteConnectorId) sendCandidate(c, candidate.toJSON());
     else c.outbox.push(candidate.toJSON());
-  };
-  pc.ontrack = (e) => {
-    const video = tile.video;
-    video.srcObject = e.streams[0] || new MediaStream([e.track]);
-    video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
-  };
-  pc.onconnectionstatechange = () => {
-    c.state = pc.connectionState;
-    if (c.state === 'connected' && !c.connectedAt) c.connectedAt = performance.now();
-    tile.badge.textContent = c.state;
-    tile.badge.className = `badge ${c.state}`;
-    log('info', 'connectionState', `${KIND_LABEL[streamType]} ${short(memberId)}: ${c.state}`);
-    // A shared screen has no "stop" message: its connector fails once the sharer closes it.
-    if (streamType === 'remoteDisplay' && c.state === 'failed') closeConnector(id);
   };
   showRoom();
   return c;
@@ -196,11 +113,6 @@ function sendCandidate(c, candidate) {
 function queue(c, name, step) {
   c.chain = c.chain.then(step).catch((e) => log('info', 'error', `${name} ${short(c.connectorId)}: ${e}`));
   return c.chain;
-}
-
-async function setRemote(c, description) {
-  await c.pc.setRemoteDescription(description);
-  for (const candidate of c.pending.splice(0)) await c.pc.addIceCandidate(candidate);
 }
 
 const plain = (d) => ({ type: d.type, sdp: d.sdp });
@@ -243,58 +155,29 @@ function members() {
 }
 
 function makeTile(id, memberId, streamType) {
-  const figure = document.createElement('figure');
-  figure.className = `tile ${streamType === 'display' ? 'sending' : ''}`;
-  figure.dataset.connector = id;
-  figure.innerHTML = '<video autoplay playsinline></video><figcaption><span class="kind"></span><span class="who"></span><span class="badge new">new</span></figcaption>';
-  figure.querySelector('.kind').textContent = KIND_LABEL[streamType];
-  figure.querySelector('.who').textContent = memberId;
-  figure.querySelector('.who').title = `member ${memberId}, connector ${id}`;
-  $('tiles').append(figure);
-  return { figure, video: figure.querySelector('video'), badge: figure.querySelector('.badge') };
+  const className = `tile ${streamType === 'display' ? 'sending' : ''}`;
+  const tile = addTile(className, { connector: id }, '<span class="kind"></span><span class="who"></span>');
+  tile.figure.querySelector('.kind').textContent = KIND_LABEL[streamType];
+  tile.figure.querySelector('.who').textContent = memberId;
+  tile.figure.querySelector('.who').title = `member ${memberId}, connector ${id}`;
+  return tile;
 }
 
 // ---- socket ----------------------------------------------------------------------------
 
-function send(event, data) {
-  log('out', event, data);
-  demo.socket.emit(event, data);
-}
-
-function on(event, handler) {
-  demo.socket.on(event, (data) => {
-    log('in', event, data);
-    handler(data || {});
-  });
-}
-
 function connect(namespace) {
-  const options = {};
-  const transport = params.get('transport');
-  if (transport === 'polling' || transport === 'websocket') options.transports = [transport];
-  const socket = (demo.socket = io(location.origin + namespace, options));
-
-  socket.on('connect', () => {
-    const name = socket.io.engine.transport.name;
-    showSocket(`connected (${name})`, 'connected');
-    log('info', 'connect', `socket ${socket.id} over ${name}`);
-    socket.io.engine.once('upgrade', (t) => {
-      showSocket(`connected (${t.name})`, 'connected');
-      log('info', 'upgrade', t.name);
-    });
-    $('my-id').textContent = socket.id;
-    $('join').disabled = !!demo.room;
-    if (demo.room) {
-      // Back within the grace period, we keep our place and our calls.
-      send('reconnect', { id: demo.userId, username: demo.username, roomname: demo.room });
-    } else if (params.get('autojoin') === '1') {
-      join();
-    }
-  });
-  socket.on('disconnect', (reason) => {
-    // Calls go on without signalling; the server keeps our place for its grace period.
-    showSocket('disconnected', 'disconnected');
-    log('info', 'disconnect', reason);
+  // On a drop, calls go on without signalling; the server keeps our place for its grace period.
+  openSocket(namespace, {
+    connected(socket) {
+      $('my-id').textContent = socket.id;
+      $('join').disabled = !!demo.room;
+      if (demo.room) {
+        // Back within the grace period, we keep our place and our calls.
+        send('reconnect', { id: demo.userId, username: demo.username, roomname: demo.room });
+      } else if (params.get('autojoin') === '1') {
+        join();
+      }
+    },
   });
 
   on('getOffer', ({ memberId }) => {
@@ -330,8 +213,7 @@ function connect(namespace) {
   on('icecandidate', ({ connectorId, candidate }) => {
     const c = demo.peers[connectorId];
     if (!c || !candidate) return;
-    queue(c, 'addIceCandidate', () =>
-      c.pc.remoteDescription ? c.pc.addIceCandidate(candidate) : c.pending.push(candidate));
+    queue(c, 'addIceCandidate', () => addRemoteCandidate(c, candidate));
   });
 
   on('leave', ({ connectorId, memberId }) => {
@@ -398,11 +280,6 @@ function renegotiate(c) {
   });
 }
 
-function showSocket(text, cls) {
-  $('socket-state').textContent = text;
-  $('socket-state').className = `badge ${cls}`;
-}
-
 // ---- joining, sharing, leaving -----------------------------------------------------------
 
 async function join() {
@@ -429,10 +306,7 @@ async function join() {
   $('share').disabled = false;
   $('leave').disabled = false;
   showRoom();
-  const url = new URL(location.href);
-  url.searchParams.set('room', room);
-  url.searchParams.set('user', username);
-  history.replaceState(null, '', url);
+  setUrlParams({ room, user: username });
 }
 
 async function toggleShare() {
@@ -485,26 +359,11 @@ function resetRoom() {
 
 // ---- start -----------------------------------------------------------------------------
 
-async function start() {
-  $('user').value = params.get('user') || `guest-${Math.floor(Math.random() * 9000 + 1000)}`;
-  $('room').value = params.get('room') || 'demo';
-  $('controls').addEventListener('submit', (e) => {
-    e.preventDefault();
-    join();
-  });
-  $('share').addEventListener('click', toggleShare);
-  $('leave').addEventListener('click', leave);
-  if (typeof io !== 'function') {
-    setStatus('the Socket.IO client library did not load', true);
-    return;
-  }
-  const config = await (await fetch('config.json')).json();
-  if (config.protocol !== 'chatroom') {
-    setStatus(`this address serves ${config.protocol}, not chatroom`, true);
-    return;
-  }
-  setStatus('pick a name and a room, and join; open the same room in another tab');
-  connect(config.namespace || '/');
-}
-
-start().catch((e) => setStatus(String(e), true));
+$('user').value = params.get('user') || `guest-${Math.floor(Math.random() * 9000 + 1000)}`;
+$('share').addEventListener('click', toggleShare);
+startPage({
+  submit: join,
+  leave,
+  hint: 'pick a name and a room, and join; open the same room in another tab',
+  connect,
+});

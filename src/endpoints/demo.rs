@@ -19,6 +19,7 @@ struct Page {
 }
 
 const STYLE: &str = include_str!("../../demo/style.css");
+const COMMON: &str = include_str!("../../demo/common.js");
 
 fn page(protocol: &str) -> Option<Page> {
     match protocol {
@@ -73,6 +74,10 @@ pub fn routes(base: &str, protocol: &'static str, namespace: &str) -> Router {
         .route(
             &format!("{base}/style.css"),
             get(|| async { typed(STYLE, "text/css; charset=utf-8") }),
+        )
+        .route(
+            &format!("{base}/common.js"),
+            get(|| async { typed(COMMON, "text/javascript; charset=utf-8") }),
         )
         .route(
             &format!("{base}/socket.io.js"),
