@@ -100,6 +100,7 @@ pub async fn run(
         );
     }
     ready.store(true, Ordering::Release);
+    crate::memory::release_after_peaks(realms.clone());
 
     tokio::select! {
         _ = stop => {}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod endpoints;
 pub mod gateway;
+pub mod memory;
 pub mod shutdown;
 pub mod stats;
 pub mod store;

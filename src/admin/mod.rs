@@ -59,16 +59,30 @@ const HANDLING_BUCKETS: [f64; 12] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
 ];
 
-/// Installs the process-wide metrics recorder. Call once, before anything is counted.
+/// Installs the process-wide metrics recorder. Call once, before anything is counted, from
+/// inside the runtime.
+///
+/// The recorder buffers histogram samples until an upkeep folds them into the buckets; a
+/// task does that every few seconds, so memory does not grow with the number of messages
+/// handled when nobody scrapes `/metrics` (found by the soak: ~16 bytes per message).
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("gateway_handling_seconds".into()),
             &HANDLING_BUCKETS,
         )
         .context("histogram buckets")?
         .install_recorder()
-        .context("installing the metrics recorder")
+        .context("installing the metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 /// The admin routes.
