@@ -365,7 +365,8 @@ async fn gateway_survives_arbitrary_frames() {
         assert_eq!(got["candidate"]["n"], n, "canary relay {n} in order");
     }
 
-    // A fresh chatroom pair completes a join and a relay.
+    // A fresh chatroom pair completes a join and a relay. Joins of two sockets are not
+    // ordered with each other: a relay to itself proves C is in before D joins.
     let mut c = Raw::connect(&gw.chatroom, 4).await;
     let mut d = Raw::connect(&gw.chatroom, 4).await;
     c.emit(
@@ -373,6 +374,12 @@ async fn gateway_survives_arbitrary_frames() {
         json!({ "id": "fc", "username": "c", "roomname": "after-fuzz" }),
     )
     .await;
+    c.emit(
+        "icecandidate",
+        json!({ "remoteConnectorId": "self", "memberId": c.sid, "candidate": {} }),
+    )
+    .await;
+    c.expect("icecandidate").await;
     d.emit(
         "join",
         json!({ "id": "fd", "username": "d", "roomname": "after-fuzz" }),
