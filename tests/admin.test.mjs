@@ -90,7 +90,10 @@ test('/api/rooms shows chatroom usernames and members away during the grace peri
     const b = open();
     await Promise.all([next(a, 'connect'), next(b, 'connect')]);
     a.emit('join', { id: 'ua', username: 'alice', roomname: 'x' });
-    await sleep(50);
+    // The joiner hears nothing back: a relay to itself confirms alice is in before bob joins.
+    const echo = next(a, 'icecandidate');
+    a.emit('icecandidate', { remoteConnectorId: 'self', memberId: a.id, candidate: {} });
+    await echo;
     b.emit('join', { id: 'ub', username: 'bob', roomname: 'x' });
     await next(a, 'getOffer');
     b.close();

@@ -33,10 +33,14 @@ async function webrtc(url) {
   return s;
 }
 
-/** A chatroom member that joined `room` as `name`. */
+/** A chatroom member that joined `room` as `name`. The joiner hears nothing back, so a relay
+ * to itself confirms the join (joins of different sockets are not ordered with each other). */
 async function member(url, room, name) {
   const s = await chat(url);
   s.emit('join', { id: `u-${name}`, username: name, roomname: room });
+  const echo = next(s, 'icecandidate');
+  s.emit('icecandidate', { remoteConnectorId: 'self', memberId: s.id, candidate: { joined: true } });
+  await echo;
   return s;
 }
 
@@ -49,10 +53,10 @@ function rssKiB(pid) {
 /** A pair in room `room` relaying `n` numbered candidates; resolves with what arrived. */
 async function relayPair(url, room, n, perSecond) {
   const a = await member(url, room, 'pa');
-  await sleep(50);
   const got = [];
+  const getOffer = next(a, 'getOffer');
   const b = await member(url, room, 'pb');
-  await next(a, 'getOffer');
+  await getOffer;
   const done = new Promise((resolve) => {
     b.on('icecandidate', (d) => { got.push(d.candidate.n); if (got.length === n) resolve(); });
   });
@@ -69,9 +73,9 @@ test('an event over limits.max_payload is refused with error {type:"limit"}; oth
   const gw = await startGateway({ sets: ['limits.max_payload=4096'] });
   try {
     const a = await member(gw.urls.chatroom, 'big', 'a');
-    await sleep(50);
+    const getOffer = next(a, 'getOffer');
     const b = await member(gw.urls.chatroom, 'big', 'b');
-    await next(a, 'getOffer');
+    await getOffer;
     const error = next(a, 'error');
     a.emit('offer', { connectorId: 'c', memberId: b.id, offer: { sdp: 'x'.repeat(10_000) }, streamType: 'user' });
     assert.equal((await error).type, 'limit');
@@ -95,9 +99,12 @@ test('limits.max_connections refuses the next connection with connect_error', as
     await assert.rejects(chat(gw.urls.chatroom), /full/);
     // The two admitted ones still work.
     a.emit('join', { id: 'ua', username: 'a', roomname: 'r' });
-    await sleep(50);
+    const echo = next(a, 'icecandidate');
+    a.emit('icecandidate', { remoteConnectorId: 'self', memberId: a.id, candidate: {} });
+    await echo;
+    const getOffer = next(a, 'getOffer');
     b.emit('join', { id: 'ub', username: 'b', roomname: 'r' });
-    await next(a, 'getOffer');
+    await getOffer;
     // A slot frees up when one leaves.
     b.close();
     await sleep(200);
@@ -114,7 +121,6 @@ test('limits.max_rooms and max_name_length refuse joins in both protocols', asyn
   const gw = await startGateway({ sets: ['limits.max_rooms=1', 'limits.max_name_length=8'] });
   try {
     const a = await member(gw.urls.chatroom, 'one', 'a');
-    await sleep(50);
     const b = await chat(gw.urls.chatroom);
     let error = next(b, 'error');
     b.emit('join', { id: 'ub', username: 'b', roomname: 'two' });
@@ -151,9 +157,9 @@ test('a flooding client is throttled, then disconnected; another pair relays all
   });
   try {
     const flooder = await member(gw.urls.chatroom, 'flood', 'f');
-    await sleep(50);
+    const getOffer = next(flooder, 'getOffer');
     const victim = await member(gw.urls.chatroom, 'flood', 'v');
-    await next(flooder, 'getOffer');
+    await getOffer;
     let limitErrors = 0;
     flooder.on('error', (e) => { if (e.type === 'limit') limitErrors++; });
     const closed = next(flooder, 'disconnect', 20_000);
