@@ -80,14 +80,24 @@ test('namespace /room with a query in the URL: socket.id is "/room#<sid>" and eq
   }
 });
 
-test('known limit: a websocket-only 2.x client whose URL has a query cannot reach a non-root namespace', { todo: 'its CONNECT packet travels in a WebSocket frame the legacy layer cannot rewrite (see protocols/webrtcroom/SPEC.md)' }, async () => {
+test('a websocket-only 2.x client whose URL has a query reaches a non-root namespace', async () => {
+  // Its CONNECT packet (`40/room?token=abc,`) travels in a WebSocket frame: the gateway proxies
+  // such handshakes and rewrites the packet (src/endpoints/legacy_ws.rs).
   const gw = await startTestGateway(['webrtcroom.namespace=/room']);
-  let client;
+  const clients = [];
   try {
-    client = await connectClient(socketIoV2Factory(`${gw.urls.webrtcroom}/room?token=abc`, { transports: ['websocket'], connectTimeoutMs: 2000 }), 'q');
-    await join(client, 'r', []);
+    const mk = socketIoV2Factory(`${gw.urls.webrtcroom}/room?token=abc`, { transports: ['websocket'], connectTimeoutMs: 4000 });
+    const a = await connectClient(mk, 'a');
+    const b = await connectClient(mk, 'b');
+    clients.push(a, b);
+    assert.equal(a.socket.io.engine.transport.name, 'websocket');
+    assert.equal(a.id, `/room#${a.socket.io.engine.id}`);
+    await join(a, 'q-room', []);
+    await join(b, 'q-room', [a]);
+    await offer(b, a, 'q-room');
+    await offer(a, b, 'q-room');
   } finally {
-    client?.close();
+    for (const c of clients) c.close();
     await gw.stop();
   }
 });

@@ -7,8 +7,7 @@
 //!    (`0/ns?token=abc`), which socketioxide takes as a namespace named `/ns?token=abc`, so
 //!    the client never connects. We strip the query from CONNECT packets in polling POST
 //!    bodies. (Those clients open over polling by default, so their CONNECT travels there;
-//!    a client forced onto WebSocket-only sends it in a WebSocket frame, which this layer
-//!    cannot see: see README, "Differences from the original server".)
+//!    a client forced onto WebSocket-only sends it in a WebSocket frame: `legacy_ws.rs`.)
 //! 3. Engine.IO error bodies carry a numeric `code`, as the originals sent them;
 //!    socketioxide writes it as a string.
 
@@ -139,7 +138,7 @@ pub fn strip_connect_queries(payload: &str) -> Option<String> {
 
 /// `40/ns?q,data` → `40/ns,data`; `40/ns?q` → `40/ns`. Engine.IO type 4 (message) carrying
 /// Socket.IO type 0 (CONNECT).
-fn fixed_connect(packet: &str) -> Option<String> {
+pub fn fixed_connect(packet: &str) -> Option<String> {
     let ns_and_rest = packet.strip_prefix("40/")?;
     let end = ns_and_rest.find(',').unwrap_or(ns_and_rest.len());
     let q = ns_and_rest[..end].find('?')?;

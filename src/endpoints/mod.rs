@@ -4,6 +4,7 @@
 
 pub mod demo;
 mod legacy;
+mod legacy_ws;
 mod tls;
 
 use std::net::SocketAddr;
@@ -135,6 +136,10 @@ pub fn build(
         }))
         .layer(axum::middleware::map_response(legacy::fix_response))
         .layer(cors());
+    let inner = router.clone();
+    let router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
+        legacy_ws::route(inner.clone(), req, next)
+    }));
     let (tls, tls_key) = &endpoint.tls;
     let tls = tls::server_config(tls, tls_key)?;
     Ok(Listener {
