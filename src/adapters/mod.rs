@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, Value};
@@ -326,6 +325,3 @@ pub fn deliver<T: ?Sized + Serialize>(
         }
     }
 }
-
-/// A raw JSON value that is serialized exactly as received.
-pub type Raw<'a> = &'a RawValue;
