@@ -70,18 +70,41 @@ pub struct TotalsView {
     pub bad_input: u64,
 }
 
-static TOTALS: [Totals; 3] = [Totals::new(), Totals::new(), Totals::new()];
+/// Totals slots, handed out to protocol names as they first count something; the last slot
+/// is shared by any beyond the first seven.
+static TOTALS: [Totals; 8] = [
+    Totals::new(),
+    Totals::new(),
+    Totals::new(),
+    Totals::new(),
+    Totals::new(),
+    Totals::new(),
+    Totals::new(),
+    Totals::new(),
+];
 
-fn slot(protocol: &str) -> &'static Totals {
-    match protocol {
-        "webrtcroom" => &TOTALS[0],
-        "chatroom" => &TOTALS[1],
-        _ => &TOTALS[2],
+/// Which protocol owns which slot of [`TOTALS`].
+static SLOTS: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+
+fn slot(protocol: &'static str) -> &'static Totals {
+    let index = |names: &[&'static str]| names.iter().position(|n| *n == protocol);
+    if let Some(i) = index(&SLOTS.read()) {
+        return &TOTALS[i];
     }
+    let mut names = SLOTS.write();
+    let i = match index(&names) {
+        Some(i) => i,
+        None if names.len() < TOTALS.len() - 1 => {
+            names.push(protocol);
+            names.len() - 1
+        }
+        None => TOTALS.len() - 1,
+    };
+    &TOTALS[i]
 }
 
 /// The running totals of `protocol`.
-pub fn totals(protocol: &str) -> TotalsView {
+pub fn totals(protocol: &'static str) -> TotalsView {
     let t = slot(protocol);
     TotalsView {
         relayed: t.relayed.load(Ordering::Relaxed),
