@@ -441,10 +441,10 @@ impl Chatroom {
 
     fn offer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: OfferReq = parse(frame, "offer")?;
-        let link = LinkNote {
-            connector: req.connector_id.as_str().into(),
-            stream: req.stream_type.clone().flatten().unwrap_or_default().into(),
-        };
+        let link = link_note(
+            &req.connector_id,
+            req.stream_type.clone().flatten().as_deref(),
+        );
         let target = self.route(socket, &req.member_id, Some(link))?;
         let me = socket.id.to_string();
         let out = OfferOut {
@@ -459,10 +459,7 @@ impl Chatroom {
 
     fn answer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: AnswerReq = parse(frame, "answer")?;
-        let link = LinkNote {
-            connector: req.connector_id.as_str().into(),
-            stream: req.stream_type.as_deref().unwrap_or("").into(),
-        };
+        let link = link_note(&req.connector_id, req.stream_type.as_deref());
         let target = self.route(socket, &req.member_id, Some(link))?;
         let me = socket.id.to_string();
         let out = AnswerOut {
@@ -632,6 +629,14 @@ impl Chatroom {
                 _ => refused("unknown_member", format!("{member_id} is not in your room")),
             }
         })
+    }
+}
+
+/// The link an offer or answer records on its target: the sender's connector, by stream kind.
+fn link_note(connector: &str, stream: Option<&str>) -> LinkNote {
+    LinkNote {
+        connector: connector.into(),
+        stream: stream.unwrap_or("").into(),
     }
 }
 
