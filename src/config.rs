@@ -14,6 +14,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::access::Secret;
+
 /// Everything the gateway can be told.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +33,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Process-wide behaviour on SIGINT/SIGTERM.
     pub shutdown: ShutdownConfig,
+    /// TURN REST credentials handed out at `/turn` (`[turn]`; off unless `secret` is set).
+    pub turn: TurnConfig,
 }
 
 /// How one protocol is served: where, on which namespace, with what transport settings.
@@ -58,6 +62,12 @@ pub struct WebRtcRoomConfig {
     pub limits: LimitsOverride,
     /// Engine.IO settings for the listener (`[webrtcroom.engine]`).
     pub engine: EngineConfig,
+    /// Origins whose pages may connect (`https://*.example.com` patterns); empty: any.
+    pub allowed_origins: Vec<String>,
+    /// Refuse Engine.IO requests that carry no `Origin` header (native apps send none).
+    pub require_origin: bool,
+    /// Connection tokens (`[webrtcroom.token]`).
+    pub token: TokenConfig,
 }
 
 impl Default for WebRtcRoomConfig {
@@ -77,6 +87,9 @@ impl Default for WebRtcRoomConfig {
                 ping_timeout: Duration::from_secs(5),
                 ..EngineConfig::default()
             },
+            allowed_origins: Vec::new(),
+            require_origin: false,
+            token: TokenConfig::default(),
         }
     }
 }
@@ -107,6 +120,12 @@ pub struct ChatroomConfig {
     pub limits: LimitsOverride,
     /// Engine.IO settings for the listener (`[chatroom.engine]`).
     pub engine: EngineConfig,
+    /// Origins whose pages may connect (`https://*.example.com` patterns); empty: any.
+    pub allowed_origins: Vec<String>,
+    /// Refuse Engine.IO requests that carry no `Origin` header (native apps send none).
+    pub require_origin: bool,
+    /// Connection tokens (`[chatroom.token]`).
+    pub token: TokenConfig,
 }
 
 impl Default for ChatroomConfig {
@@ -123,6 +142,53 @@ impl Default for ChatroomConfig {
             limits: LimitsOverride::default(),
             // The original server (engine.io 6) used 25 s / 20 s.
             engine: EngineConfig::default(),
+            allowed_origins: Vec::new(),
+            require_origin: false,
+            token: TokenConfig::default(),
+        }
+    }
+}
+
+/// JWT connection tokens for one protocol. Off (tokens ignored) unless `secret` or
+/// `public_key_file` is set; with a key, a token that is given must be valid, and with
+/// `required` one must be given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Refuse connections without a token.
+    pub required: bool,
+    /// HS256 shared secret.
+    pub secret: Option<Secret>,
+    /// PEM public key for RS256/ES256/EdDSA tokens (instead of `secret`).
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+/// TURN REST credentials (coturn's `use-auth-secret` scheme).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// coturn's `static-auth-secret`; unset: `/turn` answers 404.
+    pub secret: Option<Secret>,
+    /// `turn:`, `turns:` and `stun:` URLs handed to clients.
+    pub uris: Vec<String>,
+    /// How long issued credentials stay valid.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            uris: Vec::new(),
+            ttl: Duration::from_secs(86_400),
         }
     }
 }
@@ -284,7 +350,7 @@ pub struct AdminConfig {
     /// Where; loopback by default, since it exposes counts and room names.
     pub listen: SocketAddr,
     /// When set, every admin route but `/healthz` requires `Authorization: Bearer <token>`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 impl Default for AdminConfig {
@@ -448,6 +514,10 @@ impl Config {
         ] {
             check_limits(section, &limits)?;
         }
+        check_access("webrtcroom", &w.allowed_origins, &w.token)?;
+        check_access("chatroom", &c.allowed_origins, &c.token)?;
+        check_turn(&self.turn)?;
+        check_admin(&self.admin)?;
         if !w.enabled && !c.enabled {
             return Err(ConfigError::invalid(
                 "webrtcroom.enabled",
@@ -582,8 +652,75 @@ fn check_shared_listener(w: &WebRtcRoomConfig, c: &ChatroomConfig) -> Result<(),
     if w.engine != c.engine {
         return clash("chatroom.engine", "need the same [engine] settings");
     }
+    if w.allowed_origins != c.allowed_origins || w.require_origin != c.require_origin {
+        return clash(
+            "chatroom.allowed_origins",
+            "need the same allowed_origins and require_origin (the check runs before the namespace is known)",
+        );
+    }
     if !w.static_dir.as_os_str().is_empty() && !c.static_dir.as_os_str().is_empty() {
         return clash("chatroom.static_dir", "can serve only one static_dir");
+    }
+    Ok(())
+}
+
+/// Origin patterns parse and the token settings make a usable verifier.
+fn check_access(section: &str, origins: &[String], token: &TokenConfig) -> Result<(), ConfigError> {
+    for pattern in origins {
+        crate::access::origin::Pattern::parse(pattern)
+            .map_err(|e| ConfigError::invalid(format!("{section}.allowed_origins"), e))?;
+    }
+    crate::access::Tokens::from_config(token)
+        .map_err(|e| ConfigError::invalid(format!("{section}.token"), e))?;
+    Ok(())
+}
+
+fn check_turn(t: &TurnConfig) -> Result<(), ConfigError> {
+    let Some(secret) = &t.secret else {
+        return Ok(());
+    };
+    if secret.is_empty() {
+        return Err(ConfigError::invalid("turn.secret", "must not be empty"));
+    }
+    if t.uris.is_empty() {
+        return Err(ConfigError::invalid(
+            "turn.uris",
+            "list at least one turn:, turns: or stun: URL",
+        ));
+    }
+    if let Some(bad) = t.uris.iter().find(|u| {
+        !["turn:", "turns:", "stun:", "stuns:"]
+            .iter()
+            .any(|p| u.starts_with(p))
+    }) {
+        return Err(ConfigError::invalid(
+            "turn.uris",
+            format!("{bad:?}: expected a turn:, turns: or stun: URL"),
+        ));
+    }
+    if t.ttl.as_secs() == 0 {
+        return Err(ConfigError::invalid("turn.ttl", "must be at least 1s"));
+    }
+    Ok(())
+}
+
+/// An empty token would otherwise mean "no authentication"; a public admin listener
+/// without a token would expose room names to anyone.
+fn check_admin(a: &AdminConfig) -> Result<(), ConfigError> {
+    if a.token.as_ref().is_some_and(Secret::is_empty) {
+        return Err(ConfigError::invalid(
+            "admin.token",
+            "must not be empty (leave it unset for no token on a loopback listener)",
+        ));
+    }
+    if a.enabled && a.token.is_none() && !a.listen.ip().is_loopback() {
+        return Err(ConfigError::invalid(
+            "admin.listen",
+            format!(
+                "{} is not a loopback address: set admin.token too",
+                a.listen
+            ),
+        ));
     }
     Ok(())
 }
@@ -807,6 +944,41 @@ mod tests {
         assert_eq!((web.rate, web.burst), (10.0, 20.0));
         let err = load(Some("[chatroom.limits]\nrate = 0\n"), &[], &[]).expect_err("zero rate");
         assert!(err.contains("chatroom.limits.rate"), "{err}");
+    }
+
+    #[test]
+    fn access_settings_are_checked() {
+        let cases = [
+            ("[admin]\ntoken = \"\"\n", "admin.token"),
+            ("[admin]\nlisten = \"0.0.0.0:9090\"\n", "admin.listen"),
+            (
+                "[chatroom]\nallowed_origins = [\"example.com\"]\n",
+                "chatroom.allowed_origins",
+            ),
+            ("[chatroom.token]\nrequired = true\n", "chatroom.token"),
+            ("[webrtcroom.token]\nsecret = \"\"\n", "webrtcroom.token"),
+            (
+                "[webrtcroom.token]\npublic_key_file = \"/dev/null\"\n",
+                "webrtcroom.token",
+            ),
+            ("[turn]\nsecret = \"s\"\n", "turn.uris"),
+            (
+                "[turn]\nsecret = \"s\"\nuris = [\"http://x\"]\n",
+                "turn.uris",
+            ),
+        ];
+        for (file, key) in cases {
+            let err = load(Some(file), &[], &[]).expect_err(file);
+            assert!(err.contains(key), "error {err:?} should name {key}");
+        }
+        let ok = "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"t0p\"\n[turn]\nsecret = \"sh\"\nuris = [\"turn:127.0.0.1:3478\"]\n[chatroom.token]\nsecret = \"k3y\"\nrequired = true\n";
+        let c = load(Some(ok), &[], &[]).expect("loads");
+        let shown = c.to_toml();
+        for secret in ["t0p", "\"sh\"", "k3y"] {
+            assert!(!shown.contains(secret), "{secret} printed: {shown}");
+            assert!(!format!("{c:?}").contains(secret), "{secret} in Debug");
+        }
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

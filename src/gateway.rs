@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use axum_server::Handle;
 use socketioxide::SocketIo;
 use tokio::task::JoinSet;
 
+use crate::access::origin::OriginGuard;
+use crate::access::{tokens_for, turn};
 use crate::adapters::chatroom::Chatroom;
 use crate::adapters::webrtcroom::WebRtcRoom;
 use crate::adapters::{Bound, Realm};
 use crate::admin::{self, AdminState};
-use crate::config::{same_address, Config};
+use crate::config::{same_address, Config, TokenConfig};
 use crate::endpoints::{self, demo, Endpoint, Listener, StaticFiles};
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
@@ -39,7 +40,14 @@ pub async fn run(
             .join(", ");
         let alone = mounts.len() == 1;
         let listener = endpoints::build(endpoint, |io| {
-            let mut routes = Router::new();
+            // One `/turn` per listener; on a shared listener the first protocol with tokens
+            // guards it.
+            let guarded = mounts
+                .iter()
+                .find_map(|m| tokens_for(m.name(), m.token(&config)).map(|t| (m.name(), Some(t))));
+            let first = mounts.first().map_or("gateway", |m| m.name());
+            let (name, tokens) = guarded.unwrap_or((first, None));
+            let mut routes = turn::routes(name, &config.turn, tokens);
             for mount in &mounts {
                 let (bound, namespace) = mount.bind(io, &config);
                 realms.push(bound.realm);
@@ -181,6 +189,28 @@ impl Mount {
         }
     }
 
+    /// The protocol's `allowed_origins` and `require_origin`.
+    fn origins(self, config: &Config) -> (&[String], bool) {
+        match self {
+            Mount::WebRtcRoom => (
+                &config.webrtcroom.allowed_origins,
+                config.webrtcroom.require_origin,
+            ),
+            Mount::Chatroom => (
+                &config.chatroom.allowed_origins,
+                config.chatroom.require_origin,
+            ),
+        }
+    }
+
+    /// The protocol's `[<protocol>.token]`.
+    fn token(self, config: &Config) -> &TokenConfig {
+        match self {
+            Mount::WebRtcRoom => &config.webrtcroom.token,
+            Mount::Chatroom => &config.chatroom.token,
+        }
+    }
+
     fn demo(self, config: &Config) -> bool {
         match self {
             Mount::WebRtcRoom => config.webrtcroom.demo,
@@ -235,7 +265,14 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
             mounts.push(mount);
             continue;
         }
+        let (origins, require_origin) = mount.origins(config);
+        let origins = OriginGuard::new(mount.name(), origins, require_origin).unwrap_or_else(|e| {
+            // Validated at load; refuse every origin rather than allow all if it fails now.
+            tracing::error!(protocol = mount.name(), error = %e, "allowed_origins unusable: refusing browsers");
+            OriginGuard::new(mount.name(), &["none://refuse-all".into()], true).ok().flatten()
+        });
         let endpoint = Endpoint {
+            origins,
             name: mount.name().into(),
             listen,
             tls: (tls.clone(), format!("{}.tls", mount.name())),

@@ -5,6 +5,7 @@
 //! listen address; [`adapters`] translate each protocol; [`core`] decides rooms and routing;
 //! [`store`] holds room state; [`admin`] serves health and metrics.
 
+pub mod access;
 pub mod adapters;
 pub mod admin;
 pub mod config;

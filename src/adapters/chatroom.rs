@@ -28,6 +28,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 
+use crate::access::{self, Tokens};
 use crate::adapters::{deliver, Bound, EventFrame, Gate, LimitHit, Protocol, SocketRealm};
 use crate::config::{ChatroomConfig, Limits};
 use crate::core::{
@@ -47,6 +48,7 @@ pub struct Chatroom {
     grace: Duration,
     max_room_size: usize,
     gate: Gate,
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl Chatroom {
@@ -57,6 +59,7 @@ impl Chatroom {
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
+            tokens: access::tokens_for(NAME, &config.token),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         let routes = Router::new()
@@ -298,6 +301,10 @@ impl Protocol for Chatroom {
         &self.gate
     }
 
+    fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_deref()
+    }
+
     fn refuse(&self, socket: &SocketRef, hit: &LimitHit) {
         let error = ErrorOut {
             kind: "limit",
@@ -389,6 +396,8 @@ impl Chatroom {
         ] {
             self.gate.check_name(field, value).map_err(limit)?;
         }
+        access::may_join(socket, &req.roomname, Some(&req.username))
+            .map_err(|r| refused_by("forbidden", r.kind(), r.to_string()))?;
         let outcome = self.rooms.join(Join {
             room: req.roomname.as_str().into(),
             member: req.id.as_str().into(),
@@ -528,6 +537,8 @@ impl Chatroom {
         let req: ReconnectReq = parse(frame, "reconnect")?;
         non_empty("id", &req.id)?;
         non_empty("roomname", &req.roomname)?;
+        access::may_join(socket, &req.roomname, req.username.as_deref())
+            .map_err(|r| refused_by("forbidden", r.kind(), r.to_string()))?;
         let name = req.username.as_deref().map(Arc::<str>::from);
         let rebound = self.rooms.rebind(Rebind {
             member: req.id.as_str().into(),

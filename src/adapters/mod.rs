@@ -23,11 +23,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 
+use crate::access::{self, Tokens};
 use crate::core::{ConnInfo, RoomView, Rooms};
 use crate::stats;
 pub use guard::{Admission, ConnState, Gate, LimitHit};
@@ -40,6 +41,11 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// The protocol's limits and connection count.
     fn gate(&self) -> &Gate;
+
+    /// The protocol's connection-token verifier, when tokens are configured.
+    fn tokens(&self) -> Option<&Tokens> {
+        None
+    }
 
     /// A socket connected to the protocol's namespace (handlers are already attached).
     fn on_connect(&self, socket: &SocketRef) {
@@ -159,9 +165,16 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
         let protocol = protocol.clone();
         // Runs as connect middleware, i.e. before the server acknowledges the connect, so a
         // client's first event always finds its handler.
-        move |s: SocketRef| {
+        move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| {
             let protocol = protocol.clone();
             async move {
+                if let Some(tokens) = protocol.tokens() {
+                    if let Err(e) = access::connect(tokens, &s, auth.ok().as_ref()) {
+                        stats::refused(P::NAME, e.kind());
+                        tracing::info!(protocol = P::NAME, sid = %s.id, reason = e.kind(), "connection refused: token");
+                        return Err(LimitHit::new(e.kind(), e.to_string()));
+                    }
+                }
                 let state = match protocol.gate().admit() {
                     Admission::Admitted(state) => state,
                     Admission::Full(max) => {

@@ -20,6 +20,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{ProtocolVersion, SocketIo};
 
+use crate::access::{self, Tokens};
 use crate::adapters::{deliver, wire, Bound, EventFrame, Gate, Protocol, SocketRealm};
 use crate::config::{Limits, WebRtcRoomConfig};
 use crate::core::{Departure, Join, JoinOutcome, Peer, Rooms, Target};
@@ -32,6 +33,7 @@ pub struct WebRtcRoom {
     rooms: Arc<Rooms<SocketRef>>,
     max_room_size: usize,
     gate: Gate,
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl WebRtcRoom {
@@ -41,6 +43,7 @@ impl WebRtcRoom {
             rooms: Arc::new(Rooms::new()),
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
+            tokens: access::tokens_for(NAME, &config.token),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         Bound {
@@ -149,6 +152,10 @@ impl Protocol for WebRtcRoom {
         &self.gate
     }
 
+    fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_deref()
+    }
+
     fn on_connect(&self, socket: &SocketRef) {
         tracing::debug!(protocol = NAME, sid = %socket.id, transport = ?socket.transport_type(), "connected");
     }
@@ -188,6 +195,11 @@ impl WebRtcRoom {
         if let Err(hit) = self.gate.check_name("room", &room_key) {
             stats::refused(NAME, hit.kind);
             tracing::debug!(protocol = NAME, sid = %socket.id, %hit, "join refused");
+            return Ok(());
+        }
+        if let Err(refusal) = access::may_join(socket, &room_key, None) {
+            stats::refused(NAME, refusal.kind());
+            tracing::info!(protocol = NAME, sid = %socket.id, room = %room_key, %refusal, "join refused");
             return Ok(());
         }
         let id = wire_id(socket);

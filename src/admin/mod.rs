@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
+use crate::access::{bearer, query_token, Secret};
 use crate::adapters::Realm;
 use crate::stats;
 
@@ -43,13 +44,15 @@ impl AdminState {
         metrics: PrometheusHandle,
         ready: Arc<AtomicBool>,
         realms: Vec<Arc<dyn Realm>>,
-        token: Option<String>,
+        token: Option<Secret>,
     ) -> Self {
         Self {
             metrics,
             ready,
             realms: Arc::new(realms),
-            token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            // The config refuses an empty token; this keeps an empty one from ever meaning
+            // "no authentication" if a caller skips validation.
+            token: token.map(|t| Arc::from(t.expose())),
         }
     }
 }
@@ -101,22 +104,23 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Routes that may take the token from `?token=`: the dashboard page and its event stream
+/// (a browser's `EventSource` cannot set headers). Everything else needs the header, so the
+/// token does not end up in proxies' access logs for API calls.
+const QUERY_TOKEN_ROUTES: [&str; 2] = ["/", "/api/events"];
+
 /// Refuses a request without the configured bearer token.
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
         return next.run(req).await;
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // The dashboard's EventSource cannot set headers: it may pass the token as ?token=.
-    let in_query = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-    if given.or(in_query) == Some(&**token) {
+    let given = bearer(req.headers()).or_else(|| {
+        QUERY_TOKEN_ROUTES
+            .contains(&req.uri().path())
+            .then(|| query_token(req.uri()))
+            .flatten()
+    });
+    if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
         next.run(req).await
     } else {
         (
@@ -126,6 +130,13 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         )
             .into_response()
     }
+}
+
+/// Compares in time that does not depend on where the first difference is, so response
+/// timing does not reveal the token byte by byte (the length may still show).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    given.len() == expected.len() && bool::from(given.ct_eq(expected))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -9,6 +9,7 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::Request;
@@ -21,6 +22,7 @@ use socketioxide::SocketIo;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::access::origin::OriginGuard;
 use crate::config::{EngineConfig, Tls};
 
 pub use legacy::strip_connect_queries;
@@ -39,6 +41,8 @@ pub struct Endpoint {
     pub engine: EngineConfig,
     /// Namespaces bound by adapters (to know whether `/` needs a placeholder).
     pub namespaces: Vec<String>,
+    /// The origin allowlist, when one is configured.
+    pub origins: Option<Arc<OriginGuard>>,
 }
 
 /// A directory served next to Socket.IO on the same address.
@@ -135,11 +139,17 @@ pub fn build(
             legacy::fix_request(max_body, req)
         }))
         .layer(axum::middleware::map_response(legacy::fix_response))
-        .layer(cors());
+        .layer(cors(endpoint.origins.clone()));
     let inner = router.clone();
-    let router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
+    let mut router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
         legacy_ws::route(inner.clone(), req, next)
     }));
+    if let Some(guard) = endpoint.origins.clone() {
+        // Outermost: a refused origin reaches neither Engine.IO nor the legacy proxy.
+        router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
+            guard.clone().check(req, next)
+        }));
+    }
     let (tls, tls_key) = &endpoint.tls;
     let tls = tls::server_config(tls, tls_key)?;
     Ok(Listener {
@@ -153,10 +163,20 @@ pub fn build(
 
 /// CORS for browser clients on other origins: the WebRtcRoom Html page polls cross-origin
 /// with credentials, so the request's `Origin` is echoed and credentials allowed (a `*`
-/// would be refused by the browser).
-fn cors() -> CorsLayer {
+/// would be refused by the browser). With an allowlist, only allowed origins are echoed.
+fn cors(origins: Option<Arc<OriginGuard>>) -> CorsLayer {
+    let allow = match origins {
+        None => AllowOrigin::mirror_request(),
+        Some(guard) => AllowOrigin::predicate(move |origin, parts| {
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok());
+            origin.to_str().is_ok_and(|o| guard.policy.allows(o, host))
+        }),
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
+        .allow_origin(allow)
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(AllowHeaders::mirror_request())
