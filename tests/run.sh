@@ -29,6 +29,12 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# The TURN test (tests/access.test.mjs) runs a real coturn (turnserver, turnutils_uclient).
+if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_uclient >/dev/null 2>&1; then
+  echo "== installing coturn (for the TURN credentials test)"
+  apt_install coturn
+fi
+
 echo "== npm packages for the real clients"
 if ! (cd tests && npm ls --silent >/dev/null 2>&1); then
   (cd tests && npm ci --no-audit --no-fund)
