@@ -3,14 +3,33 @@
 // a connection-state badge per RTCPeerConnection, the socket and its state, and the URL
 // parameters.
 //
-// URL parameters: ?room=NAME  &autojoin=1  &transport=polling|websocket  (and the page's own)
+// URL parameters: ?room=NAME  &autojoin=1  &transport=polling|websocket  &token=JWT  (and the
+// page's own). The token, when given, goes to the server both ways a client can send one (the
+// `token` query parameter and the v5 `auth` payload) and to /turn.
 // app.js sets demo.protocol and its own fields of window.demo, defines summary(data) (one short
 // line about a message, for the log) and calls startPage().
 'use strict';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
-const RTC_CONFIG = { iceServers: [] }; // no STUN/TURN: the demo must work offline
+// No STUN/TURN by default: the demo must work offline. When the gateway hands out TURN
+// credentials (/turn, see the README's [turn]), they replace this list before the first call.
+const RTC_CONFIG = { iceServers: [] };
+
+/** Uses the gateway's TURN credentials as ICE servers; a 404 (not configured) keeps the default. */
+async function loadIceServers() {
+  const token = params.get('token');
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  try {
+    const res = await fetch('/turn', { headers });
+    if (!res.ok) return;
+    const { username, credential, uris } = await res.json();
+    RTC_CONFIG.iceServers = [{ urls: uris, username, credential }];
+    log('info', 'turn', `TURN credentials for ${uris.join(', ')}`);
+  } catch (e) {
+    log('info', 'turn', `no TURN credentials: ${e}`);
+  }
+}
 
 /** The page's state; tests read it as window.demo. app.js adds its protocol and own fields. */
 const demo = (window.demo = {
@@ -171,6 +190,11 @@ function openSocket(namespace, { connected, disconnected = () => {} }) {
   const options = {};
   const transport = params.get('transport');
   if (transport === 'polling' || transport === 'websocket') options.transports = [transport];
+  const token = params.get('token');
+  if (token) {
+    options.query = { token }; // socket.io-client 2.x can send only this
+    options.auth = { token }; // socket.io-client 4.x
+  }
   const socket = (demo.socket = io(location.origin + namespace, options));
 
   socket.on('connect', () => {
@@ -222,6 +246,7 @@ function startPage({ submit, leave, hint, connect }) {
       setStatus(`this address serves ${config.protocol}, not ${demo.protocol}`, true);
       return;
     }
+    await loadIceServers();
     setStatus(hint);
     connect(config.namespace || '/');
   };

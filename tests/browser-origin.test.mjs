@@ -100,3 +100,28 @@ test('the refusals were counted by reason', { skip, timeout: 30_000 }, async () 
     assert.ok(n >= 2, `${protocol}: ${n} refusals counted`);
   }
 });
+
+test('the demo pages use the TURN credentials from /turn as their ICE servers, and keep none without [turn]', { skip, timeout: 60_000 }, async () => {
+  const turnGw = await startGateway({ sets: ['turn.secret=demo-turn-secret', 'turn.uris=["turn:127.0.0.1:3478"]'] });
+  const context = await browser.newContext();
+  try {
+    for (const [gw, protocol, expectTurn] of [[turnGw, 'webrtcroom', true], [turnGw, 'chatroom', true], [gateway, 'chatroom', false]]) {
+      const page = await context.newPage();
+      await page.goto(new URL('/demo/', gw.urls[protocol]).href, { timeout: 15_000 });
+      await page.waitForFunction(() => window.demo && window.demo.socket, null, { timeout: 15_000 });
+      const servers = await page.evaluate(() => RTC_CONFIG.iceServers);
+      if (expectTurn) {
+        assert.equal(servers.length, 1, `${protocol}: ${JSON.stringify(servers)}`);
+        assert.deepEqual(servers[0].urls, ['turn:127.0.0.1:3478']);
+        assert.match(servers[0].username, /^\d+:[0-9a-f]{32}$/);
+        assert.equal(typeof servers[0].credential, 'string');
+      } else {
+        assert.deepEqual(servers, [], 'no [turn]: the page keeps its default');
+      }
+      await page.close();
+    }
+  } finally {
+    await context.close();
+    await turnGw.stop();
+  }
+});
