@@ -134,6 +134,25 @@ test('tokens: claims restrict joins: chatroom answers error {type:"forbidden"}, 
   }
 });
 
+test('tokens: socket.io 2.x on a non-root namespace sends ?token= in the handshake; it is checked there', { timeout: 30_000 }, async () => {
+  const gw = await startGateway({ sets: [...TOKEN_SETS, 'webrtcroom.namespace=/rooms'] });
+  try {
+    const url = `${gw.urls.webrtcroom}/rooms`;
+    for (const transports of [['websocket'], ['polling']]) {
+      const ok = ioV2(url, { forceNew: true, reconnection: false, transports, query: { token: jwt({ room: 'r' }) } });
+      await next(ok, 'connect', 8000);
+      const created = next(ok, 'created');
+      ok.emit('createAndJoinRoom', { room: 'r' });
+      await created; // the join within the token's room claim goes through
+      ok.close();
+      const bad = await v2Outcome(url, { token: jwt({}, 'wrong') });
+      assert.match(bad.outcome, /token signature invalid/, transports[0]);
+    }
+  } finally {
+    await gw.stop();
+  }
+});
+
 test('tokens: with a key but required=false, tokenless clients connect unrestricted and bad tokens are still refused', { timeout: 30_000 }, async () => {
   const gw = await startGateway({ sets: [`chatroom.token.secret=${SECRET}`] });
   try {

@@ -74,11 +74,3 @@ pub fn may_join(socket: &SocketRef, room: &str, name: Option<&str>) -> Result<()
         None => Ok(()),
     }
 }
-
-/// The token's subject, if the socket connected with a token that has one.
-pub fn subject(socket: &SocketRef) -> Option<String> {
-    socket
-        .extensions
-        .get::<Arc<Claims>>()
-        .and_then(|c| c.subject.clone())
-}
