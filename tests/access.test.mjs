@@ -134,6 +134,24 @@ test('tokens: claims restrict joins: chatroom answers error {type:"forbidden"}, 
   }
 });
 
+test('tokens: even at log.level=debug no token reaches the logs', { timeout: 30_000 }, async () => {
+  const gw = await startGateway({ sets: [...TOKEN_SETS, 'log.level=debug'] });
+  try {
+    const v4 = await v4Outcome(gw.urls.chatroom, { token: jwt({ room: 'r' }) });
+    assert.equal(v4.outcome, 'connected');
+    const v2 = await v2Outcome(gw.urls.webrtcroom, { token: jwt({ room: 'r' }) });
+    assert.equal(v2.outcome, 'connected');
+    const refused = await v4Outcome(gw.urls.chatroom, { token: jwt({}, 'bad') });
+    assert.match(refused.outcome, /signature/);
+    v4.s.close(); v2.s.close();
+    await sleep(300);
+    assert.ok(gw.stderr().length > 0, 'debug logging is on');
+    assert.ok(!gw.stderr().includes('eyJ'), 'a token was logged');
+  } finally {
+    await gw.stop();
+  }
+});
+
 test('tokens: socket.io 2.x on a non-root namespace sends ?token= in the handshake; it is checked there', { timeout: 30_000 }, async () => {
   const gw = await startGateway({ sets: [...TOKEN_SETS, 'webrtcroom.namespace=/rooms'] });
   try {

@@ -74,3 +74,15 @@ pub fn may_join(socket: &SocketRef, room: &str, name: Option<&str>) -> Result<()
         None => Ok(()),
     }
 }
+
+/// Log filter directives that keep tokens out of the logs: socketioxide logs the CONNECT
+/// `auth` payload and whole packets at debug level, so with tokens configured its (and
+/// engineioxide's) logging stops at info whatever the configured level.
+pub fn log_directives(config: &crate::config::Config) -> &'static [&'static str] {
+    let on = |t: &TokenConfig| t.secret.is_some() || t.public_key_file.is_some();
+    if on(&config.webrtcroom.token) || on(&config.chatroom.token) {
+        &["socketioxide=info", "engineioxide=info"]
+    } else {
+        &[]
+    }
+}
