@@ -171,6 +171,21 @@ test('tokens: socket.io 2.x on a non-root namespace sends ?token= in the handsha
   }
 });
 
+test('tokens: a chatroom reconnect into a room outside the new connection\'s claims is refused', { timeout: 30_000 }, async () => {
+  const gw = await startGateway({ sets: TOKEN_SETS });
+  try {
+    const { s: a } = await v4Outcome(gw.urls.chatroom, { token: jwt({ room: 'a' }) });
+    a.emit('join', { id: 'ua', username: 'ann', roomname: 'a' });
+    const { s: b } = await v4Outcome(gw.urls.chatroom, { token: jwt({ room: 'b' }) });
+    const error = next(b, 'error');
+    b.emit('reconnect', { id: 'ua', username: 'ann', roomname: 'a' });
+    assert.deepEqual(await error, { type: 'forbidden', message: 'your token does not allow this room' });
+    a.close(); b.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
 test('tokens: with a key but required=false, tokenless clients connect unrestricted and bad tokens are still refused', { timeout: 30_000 }, async () => {
   const gw = await startGateway({ sets: [`chatroom.token.secret=${SECRET}`] });
   try {
