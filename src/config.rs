@@ -150,6 +150,12 @@ pub struct Limits {
     /// Messages a receiver may miss because its send buffer is full before it is closed as
     /// too slow. 0: never close.
     pub slow_consumer_drops: u32,
+    /// Every listener (admin too): how long a connection may take to deliver a complete
+    /// request head, counted from when it opened (TLS handshake included) or its previous
+    /// response ended, so it is also the keep-alive idle timeout. Silent, slow-header and idle
+    /// connections are closed after it. Global only (no per-protocol override).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -163,6 +169,7 @@ impl Default for Limits {
             burst: 1000.0,
             flood_disconnect: 2000,
             slow_consumer_drops: 256,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -201,6 +208,7 @@ impl Limits {
             burst: o.burst.unwrap_or(self.burst),
             flood_disconnect: o.flood_disconnect.unwrap_or(self.flood_disconnect),
             slow_consumer_drops: o.slow_consumer_drops.unwrap_or(self.slow_consumer_drops),
+            header_timeout: self.header_timeout,
         }
     }
 }
@@ -651,6 +659,12 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             format!("{section}.max_payload"),
             "must be at least 1024 bytes",
+        ));
+    }
+    if l.header_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{section}.header_timeout"),
+            "must be above zero",
         ));
     }
     if l.max_name_length == 0 {

@@ -1,0 +1,154 @@
+// How every listener (both protocols and admin) binds, accepts and serves (README "Limits and
+// failure behaviour"): a taken port stops the start at once with one line; silent, slow and
+// idle connections are closed after limits.header_timeout; with descriptors exhausted a fresh
+// client is still served or refused at once and /metrics answers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { io as ioV4 } from 'socket.io-client';
+import { BIN, ROOT, startGateway } from './lib/gateway.mjs';
+import { withTimeout } from './lib/scenario.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const hostPort = (url) => { const u = new URL(url); return { host: u.hostname, port: Number(u.port) }; };
+
+/** Resolves with the payload of the next `event` on `socket`. */
+const next = (socket, event, ms = 5000) =>
+  withTimeout(new Promise((resolve) => socket.once(event, resolve)), ms, `${event}`);
+
+/** Resolves when `socket` is closed by the other side (false if still open after `ms`). */
+const closedWithin = (socket, ms) => new Promise((resolve) => {
+  if (socket.destroyed) return resolve(true);
+  const timer = setTimeout(() => resolve(false), ms);
+  socket.once('close', () => { clearTimeout(timer); resolve(true); });
+});
+
+/** Opens `n` TCP connections to `url` that send nothing. */
+async function silent(url, n) {
+  const { host, port } = hostPort(url);
+  const sockets = [];
+  for (let i = 0; i < n; i++) {
+    const s = net.connect({ host, port });
+    s.on('error', () => {});
+    s.on('data', () => {});
+    sockets.push(s);
+  }
+  await Promise.all(sockets.map((s) => new Promise((r) => { s.once('connect', r); s.once('close', r); })));
+  return sockets;
+}
+
+/** One HTTP GET on a fresh connection; resolves with the status (bounded by `ms`). */
+function get(url, ms) {
+  return withTimeout(new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)); });
+    req.on('error', reject);
+  }), ms, `GET ${url}`);
+}
+
+for (const key of ['webrtcroom.listen', 'chatroom.listen', 'admin.listen']) {
+  test(`a taken port for ${key}: exit code 2 and one line naming it within 2 s`, async () => {
+    const blocker = net.createServer();
+    await new Promise((r) => blocker.listen(0, '127.0.0.1', r));
+    const addr = `127.0.0.1:${blocker.address().port}`;
+    try {
+      const child = spawn(BIN, ['--config', `${ROOT}/tests/fixtures/test.toml`, '--set', `${key}=${addr}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d) => { out += d; });
+      child.stderr.on('data', (d) => { err += d; });
+      const code = await withTimeout(new Promise((r) => child.on('exit', r)), 2000, 'exit').catch((e) => { child.kill('SIGKILL'); throw e; });
+      assert.equal(code, 2, `exit code; stderr: ${err}`);
+      const lines = err.trim().split('\n');
+      assert.equal(lines.length, 1, `one line: ${err}`);
+      assert.match(lines[0], new RegExp(`^signal-gateway: ${key.replace('.', '\\.')} ${addr}: address already in use`));
+      assert.doesNotMatch(out, /listening on/, 'no listener was announced as serving');
+    } finally {
+      blocker.close();
+    }
+  });
+}
+
+test('silent, slowloris and idle keep-alive connections are closed after limits.header_timeout, admin too', async () => {
+  const gw = await startGateway({ sets: ['limits.header_timeout=1s'] });
+  try {
+    const quiet = [];
+    for (const url of [gw.urls.webrtcroom, gw.urls.chatroom, gw.urls.admin]) quiet.push(...await silent(url, 5));
+    // Slowloris: a request head one byte every 200 ms, never finished in time.
+    const { host, port } = hostPort(gw.urls.chatroom);
+    const slow = net.connect({ host, port });
+    slow.on('error', () => {});
+    const head = 'GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Padding: ' + 'a'.repeat(200);
+    let i = 0;
+    const drip = setInterval(() => { if (!slow.destroyed) slow.write(head[i++ % head.length]); }, 200);
+    // Idle keep-alive: one request answered, then nothing.
+    const idle = net.connect(hostPort(gw.urls.admin));
+    idle.on('error', () => {});
+    let answered = '';
+    idle.on('data', (d) => { answered += d; });
+    idle.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    try {
+      const all = [...quiet, slow, idle];
+      const results = await Promise.all(all.map((s) => closedWithin(s, 4000)));
+      assert.match(answered, /^HTTP\/1.1 200/, 'the idle connection was answered first');
+      assert.deepEqual(results.filter((r) => !r).length, 0, 'every silent, slow and idle connection was closed');
+    } finally {
+      clearInterval(drip);
+      for (const s of [...quiet, slow, idle]) s.destroy();
+    }
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('descriptors exhausted: a fresh client is served or refused at once, /metrics answers, silent sockets go after the timeout', async () => {
+  const gw = await startGateway({ prefix: ['prlimit', '--nofile=256:256', '--'], sets: ['limits.header_timeout=2s'] });
+  let quiet = [];
+  try {
+    quiet = await silent(gw.urls.chatroom, 300);
+    quiet.push(...await silent(gw.urls.webrtcroom, 50));
+    await sleep(200);
+    // A fresh client: an answer (served, or a clear 503) within a second, not a hang.
+    const t0 = Date.now();
+    const status = await get(`${gw.urls.chatroom}/socket.io/?EIO=4&transport=polling`, 1000);
+    assert.ok(status === 200 || status === 503, `status ${status}`);
+    assert.ok(Date.now() - t0 < 1000);
+    assert.equal(await get(`${gw.urls.admin}/metrics`, 1000), 200, '/metrics answers while descriptors are exhausted');
+    // The silent sockets are closed after the timeout; then real clients are served again.
+    const closed = await Promise.all(quiet.map((s) => closedWithin(s, 5000)));
+    assert.equal(closed.filter((c) => !c).length, 0, 'every silent socket was closed');
+    const c = ioV4(gw.urls.chatroom, { forceNew: true, reconnection: false, transports: ['websocket'] });
+    await next(c, 'connect', 3000);
+    c.close();
+    assert.match(gw.stderr(), /connection refused: descriptor budget full|out of file descriptors/, 'hitting the limit is logged');
+  } finally {
+    for (const s of quiet) s.destroy();
+    await gw.stop();
+  }
+});
+
+/** The soft and hard "Max open files" of process `pid`. */
+function nofile(pid) {
+  const line = fs.readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  const [soft, hard] = line.slice('Max open files'.length).trim().split(/\s+/).map(Number);
+  return { soft, hard };
+}
+
+test('the soft descriptor limit is raised at start to what max_connections need, with a warning when the hard limit is lower', async () => {
+  let gw = await startGateway({ prefix: ['prlimit', '--nofile=256:4096', '--'], sets: ['limits.max_connections=1000'] });
+  try {
+    assert.deepEqual(nofile(gw.child.pid), { soft: 2 * 1000 + 96, hard: 4096 });
+    assert.doesNotMatch(gw.stderr(), /file descriptor limit/);
+  } finally {
+    await gw.stop();
+  }
+  gw = await startGateway({ prefix: ['prlimit', '--nofile=256:4096', '--'] });
+  try {
+    assert.deepEqual(nofile(gw.child.pid), { soft: 4096, hard: 4096 });
+    assert.match(gw.stderr(), /file descriptor limit 4096 \(hard 4096\) is below the 40096 that limits\.max_connections need; at most 4000 connections/);
+  } finally {
+    await gw.stop();
+  }
+});
