@@ -1,17 +1,22 @@
 // How every listener (both protocols and admin) binds, accepts and serves (README "Limits and
 // failure behaviour"): a taken port stops the start at once with one line; silent, slow and
 // idle connections are closed after limits.header_timeout; with descriptors exhausted a fresh
-// client is still served or refused at once and /metrics answers.
+// client is still served or refused at once and /metrics answers; the legacy WebSocket relay
+// has the direct path's frame limits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { createRequire } from 'node:module';
+import WebSocket from 'ws';
 import { io as ioV4 } from 'socket.io-client';
 import { BIN, ROOT, startGateway } from './lib/gateway.mjs';
 import { withTimeout } from './lib/scenario.mjs';
 
+const require = createRequire(import.meta.url);
+const ioV2 = require('socket.io-client-v2');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const hostPort = (url) => { const u = new URL(url); return { host: u.hostname, port: Number(u.port) }; };
 
@@ -148,6 +153,41 @@ test('the soft descriptor limit is raised at start to what max_connections need,
   try {
     assert.deepEqual(nofile(gw.child.pid), { soft: 4096, hard: 4096 });
     assert.match(gw.stderr(), /file descriptor limit 4096 \(hard 4096\) is below the 40096 that limits\.max_connections need; at most 4000 connections/);
+  } finally {
+    await gw.stop();
+  }
+});
+
+/** A raw WebSocket on the legacy relay path (EIO 3, websocket only, an application query). */
+async function legacyWs(gw) {
+  const url = `${gw.urls.webrtcroom.replace('http', 'ws')}/socket.io/?EIO=3&transport=websocket&token=abc`;
+  const ws = new WebSocket(url, { maxPayload: 100e6 });
+  ws.on('error', () => {});
+  await withTimeout(new Promise((r) => ws.once('message', r)), 3000, 'open packet');
+  return ws;
+}
+const wsClosed = (ws, ms) => new Promise((resolve) => {
+  if (ws.readyState === WebSocket.CLOSED) return resolve(true);
+  const timer = setTimeout(() => resolve(false), ms);
+  ws.once('close', () => { clearTimeout(timer); resolve(true); });
+});
+
+test('legacy WebSocket relay: a 2 MB frame or a 2 MB fragmented message is refused like on the direct path', async () => {
+  const gw = await startGateway();
+  try {
+    const a = await legacyWs(gw);
+    a.send(`4${'x'.repeat(2_000_000)}`);
+    assert.ok(await wsClosed(a, 2000), 'closed after a 2 MB frame');
+    // The same 2 MB as 1 MB fragments of an unfinished message: refused as soon as it passes
+    // engine.max_payload, not buffered up to tungstenite's 64 MiB.
+    const b = await legacyWs(gw);
+    b.send('4', { fin: false });
+    b.send('x'.repeat(1_000_000), { fin: false });
+    b.send('x'.repeat(1_000_000), { fin: false });
+    assert.ok(await wsClosed(b, 2000), 'closed during a 2 MB fragmented message');
+    const c = ioV2(gw.urls.webrtcroom, { forceNew: true, reconnection: false, transports: ['websocket'], query: { token: 'abc' } });
+    await next(c, 'connect', 3000);
+    c.close();
   } finally {
     await gw.stop();
   }

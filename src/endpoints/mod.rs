@@ -139,7 +139,7 @@ pub fn build(
         .layer(cors());
     let inner = router.clone();
     let router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
-        legacy_ws::route(inner.clone(), req, next)
+        legacy_ws::route(inner.clone(), max_body, req, next)
     }));
     let (tls, tls_key) = &endpoint.tls;
     let tls = tls::server_config(tls, tls_key)?;
