@@ -2,7 +2,8 @@
 // failure behaviour"): a taken port stops the start at once with one line; silent, slow and
 // idle connections are closed after limits.header_timeout; with descriptors exhausted a fresh
 // client is still served or refused at once and /metrics answers; the legacy WebSocket relay
-// has the direct path's frame limits.
+// has the direct path's frame limits; a long-polling client whose pending poll is aborted is
+// gone for its peers at once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -188,6 +189,121 @@ test('legacy WebSocket relay: a 2 MB frame or a 2 MB fragmented message is refus
     const c = ioV2(gw.urls.webrtcroom, { forceNew: true, reconnection: false, transports: ['websocket'], query: { token: 'abc' } });
     await next(c, 'connect', 3000);
     c.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
+/** A raw Engine.IO polling client (an app that can be killed mid-poll). */
+class RawPoller {
+  constructor(base, eio) { this.base = base; this.eio = eio; this.agent = new http.Agent({ keepAlive: true, maxSockets: 4 }); }
+  request(method, body) {
+    const u = new URL(`${this.base}/socket.io/?EIO=${this.eio}&transport=polling${this.sid ? `&sid=${this.sid}` : ''}`);
+    return new Promise((resolve, reject) => {
+      const headers = body === undefined ? {} : { 'content-type': 'text/plain;charset=UTF-8', 'content-length': Buffer.byteLength(body) };
+      const req = http.request(u, { method, agent: this.agent, headers }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => resolve(text));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      this.pending = req;
+      if (body !== undefined) req.write(body);
+      req.end();
+    });
+  }
+  /** Packets of one poll (v3 `len:packet` or v4 `\x1e`-separated). */
+  async poll() {
+    const text = await withTimeout(this.request('GET'), 5000, 'poll');
+    if (this.eio === 4) return text.split('\x1e');
+    const out = [];
+    for (let rest = text; rest.length;) {
+      const c = rest.indexOf(':');
+      const n = Number(rest.slice(0, c));
+      out.push(rest.slice(c + 1, c + 1 + n));
+      rest = rest.slice(c + 1 + n);
+    }
+    return out;
+  }
+  send(packet) {
+    return withTimeout(this.request('POST', this.eio === 4 ? packet : `${packet.length}:${packet}`), 5000, 'post');
+  }
+  async open() {
+    const [open] = await this.poll();
+    this.sid = JSON.parse(open.slice(1)).sid;
+  }
+  /** Polls until a packet starting with `prefix` arrives. */
+  async until(prefix) {
+    for (let i = 0; i < 10; i++) {
+      const found = (await this.poll()).find((p) => p.startsWith(prefix));
+      if (found) return found;
+    }
+    throw new Error(`no ${prefix} packet`);
+  }
+  /** The app dies mid-poll: its pending GET's connection goes away, nothing else is sent. */
+  async dieMidPoll() {
+    this.request('GET').catch(() => {});
+    await sleep(300);
+    this.pending.destroy();
+    this.agent.destroy();
+  }
+}
+
+test('WebRtcRoom: a polling client whose pending poll is aborted: its peer gets exit {from, room:""} within 1 s', async () => {
+  const gw = await startGateway();
+  try {
+    const peer = ioV2(gw.urls.webrtcroom, { forceNew: true, reconnection: false, transports: ['websocket'] });
+    await next(peer, 'connect');
+    peer.emit('createAndJoinRoom', { room: 'r1' });
+    await next(peer, 'created');
+    const app = new RawPoller(gw.urls.webrtcroom, 3);
+    await app.open();
+    await app.until('40');
+    const joined = next(peer, 'joined');
+    await app.send('42["createAndJoinRoom",{"room":"r1"}]');
+    const created = JSON.parse((await app.until('42["created"')).slice(2))[1];
+    await joined;
+    // A poll that the server answers does not end the session.
+    peer.emit('offer', { from: peer.id, to: created.id, room: 'r1', sdp: 'v=0' });
+    assert.ok(await app.until('42["offer"'), 'the offer reached the polling client');
+    const exit = next(peer, 'exit', 1000);
+    await app.dieMidPoll();
+    assert.deepEqual(await exit, { from: created.id, room: '' });
+    peer.close();
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('chatroom: a v4 polling member whose pending poll is aborted is away at once (relays to it are refused)', async () => {
+  const gw = await startGateway();
+  try {
+    const peer = ioV4(gw.urls.chatroom, { forceNew: true, reconnection: false, transports: ['websocket'] });
+    await next(peer, 'connect');
+    peer.emit('join', { id: 'u-peer', username: 'peer', roomname: 'c1' });
+    const app = new RawPoller(gw.urls.chatroom, 4);
+    await app.open();
+    await app.send('40');
+    const memberId = JSON.parse((await app.until('40')).slice(2)).sid;
+    await app.send('42["join",{"id":"u-app","username":"app","roomname":"c1"}]');
+    await sleep(300);
+    // While it polls, a relay to it is delivered (no error).
+    const errors = [];
+    peer.on('error', (e) => errors.push(e));
+    peer.emit('icecandidate', { remoteConnectorId: 'c', memberId, candidate: { n: 1 } });
+    assert.ok(await app.until('42["icecandidate"'), 'the relay reached the polling member');
+    assert.deepEqual(errors, []);
+    await app.dieMidPoll();
+    const t0 = Date.now();
+    for (;;) {
+      peer.emit('icecandidate', { remoteConnectorId: 'c', memberId, candidate: { n: 2 } });
+      await sleep(100);
+      if (errors.some((e) => e?.type === 'unknown_member')) break;
+      assert.ok(Date.now() - t0 < 1000, `still treated as present after 1 s: ${JSON.stringify(errors)}`);
+    }
+    peer.close();
   } finally {
     await gw.stop();
   }

@@ -20,8 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tower::ServiceExt;
 
+use super::aborted_poll;
 use super::descriptors::{Budget, Permit, Spare};
 
 /// A listen address that could not be bound; displays as
@@ -160,7 +160,7 @@ where
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(req)
+        aborted_poll::serve(router.clone(), req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

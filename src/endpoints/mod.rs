@@ -2,6 +2,7 @@
 //! instance, the legacy-transport fixes, CORS, optional static files, and the protocol
 //! adapters bound to their namespaces.
 
+mod aborted_poll;
 pub mod demo;
 pub mod descriptors;
 mod legacy;
