@@ -151,9 +151,10 @@ pub struct Limits {
     /// too slow. 0: never close.
     pub slow_consumer_drops: u32,
     /// Every listener (admin too): how long a connection may take to deliver a complete
-    /// request head, counted from when it opened (TLS handshake included) or its previous
-    /// response ended, so it is also the keep-alive idle timeout. Silent, slow-header and idle
-    /// connections are closed after it. Global only (no per-protocol override).
+    /// request head, counted from when it opened or its previous response ended, so it is also
+    /// the keep-alive idle timeout; a TLS handshake gets the same time of its own. Silent,
+    /// slow-header and idle connections are closed after it. Global only (no per-protocol
+    /// override).
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
 }

@@ -109,6 +109,20 @@ test('silent, slowloris and idle keep-alive connections are closed after limits.
   }
 });
 
+test('a TLS listener closes connections that never finish the handshake after limits.header_timeout', async () => {
+  const gw = await startGateway({ sets: ['limits.header_timeout=1s', 'webrtcroom.tls=self-signed'] });
+  try {
+    assert.match(gw.urls.webrtcroom, /^https:/);
+    const quiet = await silent(gw.urls.webrtcroom, 5);
+    const t0 = Date.now();
+    const closed = await Promise.all(quiet.map((s) => closedWithin(s, 4000)));
+    assert.equal(closed.filter((c) => !c).length, 0, 'every silent TLS connection was closed');
+    assert.ok(Date.now() - t0 >= 500, 'not before the timeout');
+  } finally {
+    await gw.stop();
+  }
+});
+
 test('descriptors exhausted: a fresh client is served or refused at once, /metrics answers, silent sockets go after the timeout', async () => {
   const gw = await startGateway({ prefix: ['prlimit', '--nofile=256:256', '--'], sets: ['limits.header_timeout=2s'] });
   let quiet = [];
