@@ -151,12 +151,14 @@ pub struct Limits {
     /// too slow. 0: never close.
     pub slow_consumer_drops: u32,
     /// Every listener (admin too): how long a connection may take to deliver a complete
-    /// request head, counted from when it opened or its previous response ended, so it is also
-    /// the keep-alive idle timeout; a TLS handshake gets the same time of its own. Silent,
-    /// slow-header and idle connections are closed after it. Global only (no per-protocol
-    /// override).
+    /// request head, from when it opened or, on a kept-alive connection, from the head's first
+    /// byte; a TLS handshake gets the same time of its own. Global only.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Every listener (admin too): a kept-alive connection with no request in flight is
+    /// closed after this long. Global only.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -171,6 +173,7 @@ impl Default for Limits {
             flood_disconnect: 2000,
             slow_consumer_drops: 256,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -210,6 +213,7 @@ impl Limits {
             flood_disconnect: o.flood_disconnect.unwrap_or(self.flood_disconnect),
             slow_consumer_drops: o.slow_consumer_drops.unwrap_or(self.slow_consumer_drops),
             header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 }
@@ -665,6 +669,12 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
     if l.header_timeout.is_zero() {
         return Err(ConfigError::invalid(
             format!("{section}.header_timeout"),
+            "must be above zero",
+        ));
+    }
+    if l.idle_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{section}.idle_timeout"),
             "must be above zero",
         ));
     }

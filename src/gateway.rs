@@ -19,7 +19,7 @@ use crate::adapters::{Bound, Realm};
 use crate::admin::{self, AdminState};
 use crate::config::{same_address, Config};
 use crate::endpoints::descriptors::{self, Budget, FdLimit};
-use crate::endpoints::{self, demo, listener, Endpoint, Listener, StaticFiles};
+use crate::endpoints::{self, demo, listener, Endpoint, Listener, StaticFiles, Timeouts};
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -72,7 +72,10 @@ pub async fn run(
     };
 
     let fds = raise_fd_limit(&config);
-    let header_timeout = config.limits.header_timeout;
+    let timeouts = Timeouts {
+        header: config.limits.header_timeout,
+        idle: config.limits.idle_timeout,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let budget = Budget::new("protocols", fds.budget());
     let mut tasks = JoinSet::new();
@@ -82,7 +85,7 @@ pub async fn run(
         let scheme = listener.scheme();
         let name = listener.name.clone();
         let addr = local_addr(&socket, listener.listen);
-        tasks.spawn(listener.serve(socket, header_timeout, budget.clone(), stop_rx.clone()));
+        tasks.spawn(listener.serve(socket, timeouts, budget.clone(), stop_rx.clone()));
         announce(&name, scheme, addr, &what);
     }
     if let Some(socket) = admin_socket {
@@ -97,7 +100,7 @@ pub async fn run(
             name: "admin".into(),
             router: app,
             tls: None,
-            header_timeout,
+            timeouts,
             budget: Budget::new("admin", descriptors::ADMIN_CONNECTIONS),
         };
         tasks.spawn(listener::serve(socket, how, stop_rx.clone()));

@@ -77,34 +77,55 @@ for (const key of ['webrtcroom.listen', 'chatroom.listen', 'admin.listen']) {
   });
 }
 
-test('silent, slowloris and idle keep-alive connections are closed after limits.header_timeout, admin too', async () => {
-  const gw = await startGateway({ sets: ['limits.header_timeout=1s'] });
+/** A connection to `url` that sends one request for `path` and resolves once it is answered. */
+async function keptAlive(url, path) {
+  const s = net.connect(hostPort(url));
+  s.on('error', () => {});
+  let answered = '';
+  await withTimeout(new Promise((resolve) => {
+    s.on('data', (d) => { answered += d; if (answered.includes('\r\n\r\n')) resolve(); });
+    s.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`);
+  }), 3000, `GET ${path}`);
+  assert.match(answered, /^HTTP\/1.1 200/);
+  return s;
+}
+
+/** Writes `text` to `socket` one byte every 200 ms; returns a stop function. */
+function drip(socket, text) {
+  let i = 0;
+  const timer = setInterval(() => { if (!socket.destroyed) socket.write(text[i++ % text.length]); }, 200);
+  return () => clearInterval(timer);
+}
+
+test('silent and slowloris connections go after limits.header_timeout, idle kept-alive ones after limits.idle_timeout, admin too', async () => {
+  const gw = await startGateway({ sets: ['limits.header_timeout=1s', 'limits.idle_timeout=3s'] });
+  const stops = [];
+  const all = [];
   try {
     const quiet = [];
     for (const url of [gw.urls.webrtcroom, gw.urls.chatroom, gw.urls.admin]) quiet.push(...await silent(url, 5));
-    // Slowloris: a request head one byte every 200 ms, never finished in time.
-    const { host, port } = hostPort(gw.urls.chatroom);
-    const slow = net.connect({ host, port });
-    slow.on('error', () => {});
+    // Slowloris on a fresh connection: a request head one byte every 200 ms.
     const head = 'GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Padding: ' + 'a'.repeat(200);
-    let i = 0;
-    const drip = setInterval(() => { if (!slow.destroyed) slow.write(head[i++ % head.length]); }, 200);
-    // Idle keep-alive: one request answered, then nothing.
-    const idle = net.connect(hostPort(gw.urls.admin));
-    idle.on('error', () => {});
-    let answered = '';
-    idle.on('data', (d) => { answered += d; });
-    idle.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
-    try {
-      const all = [...quiet, slow, idle];
-      const results = await Promise.all(all.map((s) => closedWithin(s, 4000)));
-      assert.match(answered, /^HTTP\/1.1 200/, 'the idle connection was answered first');
-      assert.deepEqual(results.filter((r) => !r).length, 0, 'every silent, slow and idle connection was closed');
-    } finally {
-      clearInterval(drip);
-      for (const s of [...quiet, slow, idle]) s.destroy();
-    }
+    const slow = net.connect(hostPort(gw.urls.chatroom));
+    slow.on('error', () => {});
+    stops.push(drip(slow, head));
+    // Idle after one answered request (admin and a protocol listener), and a kept-alive
+    // connection whose next head then comes one byte at a time.
+    const idle = [await keptAlive(gw.urls.admin, '/healthz'), await keptAlive(gw.urls.chatroom, '/socket.io/?EIO=4&transport=polling')];
+    const answeredAt = Date.now();
+    const kaSlow = await keptAlive(gw.urls.admin, '/healthz');
+    stops.push(drip(kaSlow, head));
+    all.push(...quiet, slow, ...idle, kaSlow);
+
+    const early = await Promise.all([...quiet, slow, kaSlow].map((s) => closedWithin(s, 2500)));
+    assert.equal(early.filter((c) => !c).length, 0, 'silent and slow-header connections closed after header_timeout');
+    assert.ok(idle.every((s) => !s.destroyed), 'idle kept-alive connections are still open before idle_timeout');
+    const late = await Promise.all(idle.map((s) => closedWithin(s, 4000)));
+    assert.deepEqual(late, [true, true], 'idle kept-alive connections closed after idle_timeout');
+    assert.ok(Date.now() - answeredAt >= 2500, `not before idle_timeout (${Date.now() - answeredAt} ms)`);
   } finally {
+    for (const stop of stops) stop();
+    for (const s of all) s.destroy();
     await gw.stop();
   }
 });

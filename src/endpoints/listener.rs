@@ -1,28 +1,30 @@
 //! Binding and serving one listen address: every listener of the process (protocols and
 //! admin) is bound before any serves, so a taken port stops the start with one line naming
 //! its config key; then an accept loop of our own gives each connection a descriptor budget
-//! place, TCP_NODELAY, optional TLS, a header-read/idle timeout, the peer address as
-//! `ConnectInfo`, and graceful shutdown.
+//! place, TCP_NODELAY, optional TLS, the header and idle timeouts (`timeouts.rs`), the peer
+//! address as `ConnectInfo`, and graceful shutdown.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use axum_server::accept::{Accept, DefaultAcceptor};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::aborted_poll;
 use super::descriptors::{Budget, Permit, Spare};
+use super::timeouts::{self, Activity, Timeouts};
 
 /// A listen address that could not be bound; displays as
 /// `chatroom.listen 0.0.0.0:3000: address already in use (os error 98)`.
@@ -65,8 +67,8 @@ pub struct Serve {
     pub router: Router,
     /// TLS, when on.
     pub tls: Option<RustlsConfig>,
-    /// `limits.header_timeout`: TLS handshake plus request head, and keep-alive idle time.
-    pub header_timeout: Duration,
+    /// `limits.header_timeout` (also the TLS handshake's) and `limits.idle_timeout`.
+    pub timeouts: Timeouts,
     /// The connections this listener may hold at once (shared with other listeners).
     pub budget: Arc<Budget>,
 }
@@ -79,7 +81,7 @@ pub async fn serve(listener: TcpListener, how: Serve, mut shutdown: watch::Recei
     let tls = how.tls.clone().map(|config| {
         RustlsAcceptor::new(config)
             .acceptor(DefaultAcceptor)
-            .handshake_timeout(how.header_timeout)
+            .handshake_timeout(how.timeouts.header)
     });
     let mut spare = Spare::hold();
     let mut connections = JoinSet::new();
@@ -103,13 +105,16 @@ pub async fn serve(listener: TcpListener, how: Serve, mut shutdown: watch::Recei
         // Signalling messages are small and latency-bound; with Nagle's algorithm a message
         // could wait for the previous one's ACK (measured: 30 ms worst case at 5k msgs/s).
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
         let stream = Counted {
             stream,
+            activity: activity.clone(),
             _permit: permit,
         };
         connections.spawn(connection(
             stream,
             peer,
+            activity,
             how.clone(),
             tls.clone(),
             shutdown.clone(),
@@ -117,6 +122,14 @@ pub async fn serve(listener: TcpListener, how: Serve, mut shutdown: watch::Recei
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Resolves at `deadline`, never when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the gateway stops (or whoever could stop it is gone).
@@ -137,44 +150,65 @@ fn refuse(stream: TcpStream, tls: bool) {
 async fn connection(
     stream: Counted,
     peer: SocketAddr,
+    activity: Arc<Activity>,
     how: Arc<Serve>,
     tls: Option<RustlsAcceptor<DefaultAcceptor>>,
     shutdown: watch::Receiver<bool>,
 ) {
     match tls {
         Some(tls) => match tls.accept(stream, ()).await {
-            Ok((stream, ())) => http(stream, peer, &how, shutdown).await,
+            Ok((stream, ())) => http(stream, peer, activity, &how, shutdown).await,
             Err(e) => {
                 tracing::debug!(listener = %how.name, %peer, error = %e, "TLS handshake failed")
             }
         },
-        None => http(stream, peer, &how, shutdown).await,
+        None => http(stream, peer, activity, &how, shutdown).await,
     }
 }
 
-async fn http<S>(stream: S, peer: SocketAddr, how: &Serve, mut shutdown: watch::Receiver<bool>)
-where
+async fn http<S>(
+    stream: S,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    how: &Serve,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let router = how.router.clone();
+    let busy_with = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let busy = busy_with.begin();
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
-        aborted_poll::serve(router.clone(), req)
+        let response = aborted_poll::serve(router.clone(), req);
+        async move {
+            let response = response.await?;
+            Ok::<_, Infallible>(response.map(|body| timeouts::hold_until_written(body, busy)))
+        }
     });
+    // The timeouts are ours (timeouts.rs): hyper's header timer cannot tell idle from slow.
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(how.header_timeout);
+    builder.header_read_timeout(None);
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = stopping(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let result = loop {
+        let deadline = activity.deadline(how.timeouts);
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = stopping(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = activity.changed() => {}
+            _ = sleep_until(deadline) => {
+                if activity.deadline(how.timeouts).is_some_and(|d| d <= Instant::now()) {
+                    // Nothing in flight: dropping the connection closes it.
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {
@@ -184,8 +218,10 @@ where
 
 /// A TCP stream holding its place in the descriptor budget for as long as it is open,
 /// including after an upgrade to WebSocket hands it to Socket.IO.
+/// Reads are reported to the connection's [`Activity`] (the start of a request head).
 struct Counted {
     stream: TcpStream,
+    activity: Arc<Activity>,
     _permit: Permit,
 }
 
@@ -195,7 +231,12 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.on_read();
+        }
+        polled
     }
 }
 

@@ -8,13 +8,13 @@ pub mod descriptors;
 mod legacy;
 mod legacy_ws;
 pub mod listener;
+mod timeouts;
 mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, Method};
@@ -29,6 +29,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::config::{EngineConfig, Tls};
 
 pub use legacy::strip_connect_queries;
+pub use timeouts::Timeouts;
 
 /// What one listen address serves.
 pub struct Endpoint {
@@ -84,7 +85,7 @@ impl Listener {
     pub async fn serve(
         self,
         listener: TcpListener,
-        header_timeout: Duration,
+        timeouts: timeouts::Timeouts,
         budget: Arc<descriptors::Budget>,
         shutdown: watch::Receiver<bool>,
     ) {
@@ -92,7 +93,7 @@ impl Listener {
             name: self.name,
             router: self.router,
             tls: self.tls,
-            header_timeout,
+            timeouts,
             budget,
         };
         listener::serve(listener, how, shutdown).await;
