@@ -216,6 +216,15 @@ pub struct Limits {
     /// Messages a receiver may miss because its send buffer is full before it is closed as
     /// too slow. 0: never close.
     pub slow_consumer_drops: u32,
+    /// Every listener (admin too): how long a connection may take to deliver a complete
+    /// request head, from when it opened or, on a kept-alive connection, from the head's first
+    /// byte; a TLS handshake gets the same time of its own. Global only.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Every listener (admin too): a kept-alive connection with no request in flight is
+    /// closed after this long. Global only.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -229,6 +238,8 @@ impl Default for Limits {
             burst: 1000.0,
             flood_disconnect: 2000,
             slow_consumer_drops: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -267,6 +278,8 @@ impl Limits {
             burst: o.burst.unwrap_or(self.burst),
             flood_disconnect: o.flood_disconnect.unwrap_or(self.flood_disconnect),
             slow_consumer_drops: o.slow_consumer_drops.unwrap_or(self.slow_consumer_drops),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 }
@@ -788,6 +801,18 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             format!("{section}.max_payload"),
             "must be at least 1024 bytes",
+        ));
+    }
+    if l.header_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{section}.header_timeout"),
+            "must be above zero",
+        ));
+    }
+    if l.idle_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{section}.idle_timeout"),
+            "must be above zero",
         ));
     }
     if l.max_name_length == 0 {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum_server::Handle;
 use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::access::origin::OriginGuard;
@@ -18,7 +19,8 @@ use crate::adapters::webrtcroom::WebRtcRoom;
 use crate::adapters::{Bound, Realm};
 use crate::admin::{self, AdminState};
 use crate::config::{same_address, Config, TokenConfig};
-use crate::endpoints::{self, demo, Endpoint, Listener, StaticFiles};
+use crate::endpoints::descriptors::{self, Budget, FdLimit};
+use crate::endpoints::{self, demo, listener, Endpoint, Listener, StaticFiles, Timeouts};
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -65,41 +67,51 @@ pub async fn run(
         listeners.push((listener, what));
     }
 
-    let mut tasks = JoinSet::new();
-    let mut handles = Vec::new();
-    let mut ios: Vec<SocketIo> = Vec::new();
+    // Bind every listener before serving any: a taken port stops the start with nothing served.
+    let mut bound = Vec::new();
     for (listener, what) in listeners {
-        let handle: Handle<SocketAddr> = Handle::new();
-        handles.push(handle.clone());
+        let socket = listener::bind(&listener.listen_key, listener.listen)?;
+        bound.push((listener, what, socket));
+    }
+    let admin_socket = if config.admin.enabled {
+        Some(listener::bind("admin.listen", config.admin.listen)?)
+    } else {
+        None
+    };
+
+    let fds = raise_fd_limit(&config);
+    let timeouts = Timeouts {
+        header: config.limits.header_timeout,
+        idle: config.limits.idle_timeout,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let budget = Budget::new("protocols", fds.budget());
+    let mut tasks = JoinSet::new();
+    let mut ios: Vec<SocketIo> = Vec::new();
+    for (listener, what, socket) in bound {
         ios.push(listener.io.clone());
         let scheme = listener.scheme();
         let name = listener.name.clone();
-        tasks.spawn(listener.serve(handle.clone()));
-        let addr = handle
-            .listening()
-            .await
-            .with_context(|| format!("{name}: could not bind"))?;
+        let addr = local_addr(&socket, listener.listen);
+        tasks.spawn(listener.serve(socket, timeouts, budget.clone(), stop_rx.clone()));
         announce(&name, scheme, addr, &what);
     }
-    if config.admin.enabled {
-        let handle: Handle<SocketAddr> = Handle::new();
-        handles.push(handle.clone());
+    if let Some(socket) = admin_socket {
         let app = admin::router(AdminState::new(
             metrics,
             ready.clone(),
             realms.clone(),
             config.admin.token.clone(),
         ));
-        let listen = config.admin.listen;
-        let h = handle.clone();
-        tasks.spawn(async move {
-            axum_server::bind(listen)
-                .handle(h)
-                .serve(app.into_make_service())
-                .await
-                .with_context(|| format!("admin: serving on {listen}"))
-        });
-        let addr = handle.listening().await.context("admin: could not bind")?;
+        let addr = local_addr(&socket, config.admin.listen);
+        let how = listener::Serve {
+            name: "admin".into(),
+            router: app,
+            tls: None,
+            timeouts,
+            budget: Budget::new("admin", descriptors::ADMIN_CONNECTIONS),
+        };
+        tasks.spawn(listener::serve(socket, how, stop_rx.clone()));
         announce(
             "admin",
             "http",
@@ -113,12 +125,59 @@ pub async fn run(
     tokio::select! {
         _ = stop => {}
         Some(result) = tasks.join_next() => {
-            // A listener ended on its own: that is a failure (e.g. the address went away).
-            result.context("listener task")??;
+            // A listener ended on its own: that is a failure.
+            result.context("listener task")?;
+            anyhow::bail!("a listener stopped serving");
         }
     }
-    shut_down(config.shutdown.grace, &realms, ios, handles, tasks).await;
+    shut_down(config.shutdown.grace, &realms, ios, stop_tx, tasks).await;
     Ok(())
+}
+
+/// Raises the descriptor limit to what every protocol's `max_connections` needs, and says so
+/// when the hard limit does not allow it.
+fn raise_fd_limit(config: &Config) -> FdLimit {
+    let per_protocol = [
+        (config.webrtcroom.enabled, &config.webrtcroom.limits),
+        (config.chatroom.enabled, &config.chatroom.limits),
+    ];
+    let mut needed = Some(descriptors::RESERVED);
+    for (enabled, overrides) in per_protocol {
+        let max = config.limits.with(overrides).max_connections;
+        if enabled {
+            needed = match max {
+                0 => None,
+                n => needed.map(|total| total.saturating_add(n as u64)),
+            };
+        }
+    }
+    match descriptors::raise_limit(needed) {
+        Ok(fds) => {
+            if let Some(n) = fds.needed.filter(|n| *n > fds.soft) {
+                tracing::warn!(
+                    "file descriptor limit {} (hard {}) is below the {n} that limits.max_connections need; \
+                     at most {} connections are served at once (raise the hard limit, e.g. LimitNOFILE=)",
+                    fds.soft,
+                    fds.hard,
+                    fds.budget()
+                );
+            }
+            fds
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the file descriptor limit; assuming 1024");
+            FdLimit {
+                soft: 1024,
+                hard: 1024,
+                needed,
+            }
+        }
+    }
+}
+
+/// The address a listener really got (port 0 asks for a fresh one).
+fn local_addr(socket: &TcpListener, requested: SocketAddr) -> SocketAddr {
+    socket.local_addr().unwrap_or(requested)
 }
 
 /// Stops accepting, tells every client the server is closing, and waits at most `grace`.
@@ -126,8 +185,8 @@ async fn shut_down(
     grace: Duration,
     realms: &[Arc<dyn Realm>],
     ios: Vec<SocketIo>,
-    handles: Vec<Handle<SocketAddr>>,
-    mut tasks: JoinSet<anyhow::Result<()>>,
+    stop_listeners: watch::Sender<bool>,
+    mut tasks: JoinSet<()>,
 ) {
     for realm in realms {
         let (rooms, members) = realm.sizes();
@@ -140,9 +199,7 @@ async fn shut_down(
             "shutting down: closing what is open"
         );
     }
-    for handle in &handles {
-        handle.graceful_shutdown(Some(grace));
-    }
+    let _ = stop_listeners.send(true);
     let close_all = async {
         for io in ios {
             io.close().await;
@@ -275,6 +332,7 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
             origins,
             name: mount.name().into(),
             listen,
+            listen_key: format!("{}.listen", mount.name()),
             tls: (tls.clone(), format!("{}.tls", mount.name())),
             static_files: files,
             engine: engine.clone(),

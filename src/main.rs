@@ -58,6 +58,11 @@ fn main() -> ExitCode {
         signal_gateway::shutdown::requested(),
     )) {
         Ok(()) => ExitCode::SUCCESS,
+        // A listen address that cannot be bound is a setting to fix, like a config error.
+        Err(e) if e.is::<signal_gateway::endpoints::listener::BindError>() => {
+            eprintln!("signal-gateway: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("signal-gateway: {e:#}");
             ExitCode::FAILURE

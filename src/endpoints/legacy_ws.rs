@@ -9,8 +9,10 @@
 //! between the two, rewriting CONNECT packets on the way in. Every other request goes straight
 //! to the router, so the ordinary path pays nothing.
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,9 +20,10 @@ use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tower::ServiceExt;
 
 use super::legacy;
 
@@ -54,15 +57,17 @@ pub fn needs_proxy(req: &Request) -> bool {
 }
 
 /// Middleware: proxies the handshakes [`needs_proxy`] selects to `inner`, passes the rest on.
-pub async fn route(inner: Router, req: Request, next: Next) -> Response {
+/// `max_message` is the engine's `max_payload`: the client side of the relay gets the same
+/// message and frame limits as the direct path (not tungstenite's 64 MiB / 16 MiB).
+pub async fn route(inner: Router, max_message: usize, req: Request, next: Next) -> Response {
     if needs_proxy(&req) {
-        proxy(inner, req).await
+        proxy(inner, max_message, req).await
     } else {
         next.run(req).await
     }
 }
 
-async fn proxy(inner: Router, mut req: Request) -> Response {
+async fn proxy(inner: Router, max_message: usize, mut req: Request) -> Response {
     let outer_upgrade = hyper::upgrade::on(&mut req);
     match handshake_inside(inner, req).await {
         Ok((response, inner_upgrade)) => {
@@ -71,8 +76,15 @@ async fn proxy(inner: Router, mut req: Request) -> Response {
                     tracing::debug!("legacy websocket proxy: an upgrade failed");
                     return;
                 };
-                let outer =
-                    WebSocketStream::from_raw_socket(TokioIo::new(outer), Role::Server, None).await;
+                let limits = WebSocketConfig::default()
+                    .max_message_size(Some(max_message))
+                    .max_frame_size(Some(max_message));
+                let outer = WebSocketStream::from_raw_socket(
+                    TokioIo::new(outer),
+                    Role::Server,
+                    Some(limits),
+                )
+                .await;
                 let inner =
                     WebSocketStream::from_raw_socket(TokioIo::new(inner), Role::Client, None).await;
                 pump(outer, inner).await;
@@ -93,8 +105,17 @@ async fn handshake_inside(
     req: Request,
 ) -> Result<(Response, hyper::upgrade::OnUpgrade), hyper::Error> {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    // The inner request comes from the same peer: keep its address for the routers.
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
     tokio::spawn(async move {
-        let service = TowerToHyperService::new(inner);
+        let service = TowerToHyperService::new(inner.map_request(
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                if let Some(peer) = peer {
+                    req.extensions_mut().insert(peer);
+                }
+                req
+            },
+        ));
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(server_io), service)
             .with_upgrades()
@@ -152,13 +173,18 @@ where
                 break;
             }
         }
-        let _ = to_client.close().await;
     };
     tokio::select! {
         _ = up => {}
         _ = down => {}
     }
+    // Either side ended (a message over the limit included): the client gets a close frame,
+    // as on the direct path, unless it stopped reading.
+    let _ = tokio::time::timeout(CLOSE_WAIT, to_client.close()).await;
 }
+
+/// How long the client may take to accept the relay's close frame.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -2,23 +2,26 @@
 //! instance, the legacy-transport fixes, CORS, optional static files, and the protocol
 //! adapters bound to their namespaces.
 
+mod aborted_poll;
 pub mod demo;
+pub mod descriptors;
 mod legacy;
 mod legacy_ws;
+pub mod listener;
+mod timeouts;
 mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::extract::Request;
 use axum::http::{header, Method};
 use axum::Router;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
 use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -26,6 +29,7 @@ use crate::access::origin::OriginGuard;
 use crate::config::{EngineConfig, Tls};
 
 pub use legacy::strip_connect_queries;
+pub use timeouts::Timeouts;
 
 /// What one listen address serves.
 pub struct Endpoint {
@@ -33,6 +37,8 @@ pub struct Endpoint {
     pub name: String,
     /// Address to bind.
     pub listen: SocketAddr,
+    /// The config key of `listen`, for error messages.
+    pub listen_key: String,
     /// TLS setting and the config key it came from (for error messages).
     pub tls: (Tls, String),
     /// Static files to serve, if any.
@@ -59,6 +65,8 @@ pub struct Listener {
     pub name: String,
     /// Requested address.
     pub listen: SocketAddr,
+    /// The config key of `listen`, for error messages.
+    pub listen_key: String,
     /// The Socket.IO instance (kept to close every socket on shutdown).
     pub io: SocketIo,
     tls: Option<RustlsConfig>,
@@ -75,29 +83,22 @@ impl Listener {
         }
     }
 
-    /// Serves until `handle` is told to shut down.
-    pub async fn serve(self, handle: Handle<SocketAddr>) -> anyhow::Result<()> {
-        let app = self.router.into_make_service();
-        let result = match self.tls {
-            // TCP_NODELAY: signalling messages are small and latency-bound; with Nagle's
-            // algorithm a message could wait for the previous one's ACK (measured: 30 ms worst
-            // case at 5k msgs/s without it).
-            Some(tls) => {
-                axum_server::bind(self.listen)
-                    .acceptor(RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor))
-                    .handle(handle)
-                    .serve(app)
-                    .await
-            }
-            None => {
-                axum_server::bind(self.listen)
-                    .acceptor(NoDelayAcceptor)
-                    .handle(handle)
-                    .serve(app)
-                    .await
-            }
+    /// Serves the bound `listener` until `shutdown` turns true.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        timeouts: timeouts::Timeouts,
+        budget: Arc<descriptors::Budget>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let how = listener::Serve {
+            name: self.name,
+            router: self.router,
+            tls: self.tls,
+            timeouts,
+            budget,
         };
-        result.with_context(|| format!("{}: serving on {}", self.name, self.listen))
+        listener::serve(listener, how, shutdown).await;
     }
 }
 
@@ -142,7 +143,7 @@ pub fn build(
         .layer(cors(endpoint.origins.clone()));
     let inner = router.clone();
     let mut router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
-        legacy_ws::route(inner.clone(), req, next)
+        legacy_ws::route(inner.clone(), max_body, req, next)
     }));
     if let Some(guard) = endpoint.origins.clone() {
         // Outermost: a refused origin reaches neither Engine.IO nor the legacy proxy.
@@ -155,6 +156,7 @@ pub fn build(
     Ok(Listener {
         name: endpoint.name,
         listen: endpoint.listen,
+        listen_key: endpoint.listen_key,
         io,
         tls,
         router,

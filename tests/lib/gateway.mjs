@@ -12,13 +12,15 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const BIN = process.env.SIGNAL_GATEWAY_BIN ?? path.join(ROOT, 'target', 'debug', 'signal-gateway');
 
 /**
- * @param {{sets?: string[], env?: Record<string,string>, config?: string}} opts
+ * @param {{sets?: string[], env?: Record<string,string>, config?: string, prefix?: string[]}} opts
+ *   `prefix`: a command that execs the gateway (e.g. `['prlimit', '--nofile=256', '--']`).
  * @returns {Promise<{urls: Record<string,string>, stop: () => Promise<number|null>, metrics: () => Promise<Record<string, number>>, child: import('node:child_process').ChildProcess, stderr: () => string}>}
  */
-export async function startGateway({ sets = [], env = {}, config } = {}) {
+export async function startGateway({ sets = [], env = {}, config, prefix = [] } = {}) {
   const args = ['--config', config ?? path.join(ROOT, 'tests', 'fixtures', 'test.toml')];
   for (const s of sets) args.push('--set', s);
-  const child = spawn(BIN, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, ...cmdArgs] = [...prefix, BIN, ...args];
+  const child = spawn(cmd, cmdArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => { err += d; if (err.length > 1_000_000) err = err.slice(-500_000); });
   const urls = {};
