@@ -569,13 +569,14 @@ impl Chatroom {
             }
         }
         for peer in &r.linked {
-            // The original sent no memberId here, so the client's renegotiation
-            // (reconnectWork, which copies it) had no target and was dropped. With the
-            // returning member's new socket id it reaches it.
+            // Exactly as the original: no memberId. The real client answers with a
+            // `reconnectWork` that copies it; with one, that renegotiation would reach the
+            // returning member carrying the sender's connector id, which that client looks up
+            // among its own connectors and throws (SPEC 3.4).
             let out = ReconnectOut {
                 kind: "getOffer",
                 connector_id: Some(&peer.connector),
-                member_id: Some(&me),
+                member_id: None,
             };
             deliver(NAME, &peer.handle, "reconnect", &out);
         }
