@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
@@ -66,9 +67,13 @@ fn start() -> Gateway {
     }
 }
 
-/// A raw Socket.IO client over WebSocket.
+/// A raw Socket.IO client over WebSocket. Once connected, a task of its own reads every
+/// frame and answers the gateway's pings at once, so the client stays alive however long the
+/// test keeps it waiting (the long fuzz runs outlast `pingInterval + pingTimeout`); the other
+/// frames are queued for [`Raw::expect`].
 struct Raw {
-    ws: Ws,
+    out: mpsc::UnboundedSender<Message>,
+    frames: mpsc::UnboundedReceiver<String>,
     sid: String,
 }
 
@@ -96,22 +101,24 @@ impl Raw {
             let connect: Value = serde_json::from_str(&connect).expect("connect packet");
             connect["sid"].as_str().expect("sid").to_owned()
         };
-        Raw { ws, sid }
+        let (out, frames) = pump(ws);
+        Raw { out, frames, sid }
     }
 
     async fn emit(&mut self, event: &str, payload: Value) {
         let frame = format!("42{}", json!([event, payload]));
-        self.ws.send(Message::text(frame)).await.expect("send");
+        self.out
+            .send(Message::text(frame))
+            .expect("connection open");
     }
 
-    /// The payload of the next event named `event` (skipping pings and other events).
+    /// The payload of the next event named `event` (skipping other events).
     async fn expect(&mut self, event: &str) -> Value {
         loop {
-            let text = next_text(&mut self.ws).await;
-            if text == "2" {
-                self.ws.send(Message::text("3")).await.expect("pong");
-                continue;
-            }
+            let text = tokio::time::timeout(Duration::from_secs(10), self.frames.recv())
+                .await
+                .expect("a frame in time")
+                .expect("connection open");
             if let Some(body) = text.strip_prefix("42") {
                 let v: Value = serde_json::from_str(body).expect("event JSON");
                 if v[0] == event {
@@ -120,6 +127,40 @@ impl Raw {
             }
         }
     }
+}
+
+/// Runs `ws` on its own task: answers pings (`2` with `3`), sends what arrives on the
+/// returned sender, and passes every other text frame to the returned receiver.
+fn pump(
+    ws: Ws,
+) -> (
+    mpsc::UnboundedSender<Message>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (mut sink, mut stream) = ws.split();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                outgoing = out_rx.recv() => match outgoing {
+                    Some(msg) => if sink.send(msg).await.is_err() { break },
+                    None => break,
+                },
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                        if sink.send(Message::text("3")).await.is_err() { break }
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        if in_tx.send(t.to_string()).is_err() { break }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                },
+            }
+        }
+    });
+    (out_tx, in_rx)
 }
 
 async fn next_text(ws: &mut Ws) -> String {
