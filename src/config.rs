@@ -220,6 +220,19 @@ pub struct EngineConfig {
     /// Packets queued per connection before a send counts as dropped. Sized for ICE bursts:
     /// a browser can emit dozens of candidates within milliseconds.
     pub send_buffer: usize,
+    /// Whether a long-polling session only answers the address that opened it.
+    pub session_binding: SessionBinding,
+}
+
+/// What a long-polling session is bound to (`endpoints/session_binding.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionBinding {
+    /// Requests on a session from another peer address are refused as for an unknown sid.
+    Address,
+    /// No check: any client that knows a session id can use it (clients whose address
+    /// changes mid-session keep it).
+    Off,
 }
 
 impl Default for EngineConfig {
@@ -229,6 +242,7 @@ impl Default for EngineConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             send_buffer: 4096,
+            session_binding: SessionBinding::Address,
         }
     }
 }

@@ -5,6 +5,8 @@
 pub mod demo;
 mod legacy;
 mod legacy_ws;
+mod session_binding;
+pub mod source;
 mod tls;
 
 use std::net::SocketAddr;
@@ -21,7 +23,8 @@ use socketioxide::SocketIo;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::config::{EngineConfig, Tls};
+use crate::config::{EngineConfig, SessionBinding, Tls};
+use session_binding::SessionBindings;
 
 pub use legacy::strip_connect_queries;
 
@@ -73,7 +76,10 @@ impl Listener {
 
     /// Serves until `handle` is told to shut down.
     pub async fn serve(self, handle: Handle<SocketAddr>) -> anyhow::Result<()> {
-        let app = self.router.into_make_service();
+        // Every request carries its peer address (`ConnectInfo`): session binding needs it.
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {
             // TCP_NODELAY: signalling messages are small and latency-bound; with Nagle's
             // algorithm a message could wait for the previous one's ACK (measured: 30 ms worst
@@ -129,8 +135,16 @@ pub fn build(
         };
     }
     let max_body = usize::try_from(e.max_payload).unwrap_or(usize::MAX);
+    let mut routes = routes.layer(layer);
+    if e.session_binding == SessionBinding::Address {
+        // A polling session that stopped making requests this long is closed or upgraded.
+        let expiry = (e.ping_interval + e.ping_timeout) * 2;
+        let bindings = SessionBindings::new(expiry);
+        routes = routes.layer(axum::middleware::from_fn(move |req: Request, next| {
+            session_binding::guard(bindings.clone(), req, next)
+        }));
+    }
     let router = routes
-        .layer(layer)
         .layer(axum::middleware::map_request(move |req: Request| {
             legacy::fix_request(max_body, req)
         }))
