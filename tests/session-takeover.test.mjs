@@ -129,3 +129,98 @@ test('webrtcroom: the same address still polls and upgrades its own session', as
     client.close();
   }
 });
+
+/** A chatroom client (socket.io-client 4.x over WebSocket) from `localAddress`. */
+function chatroomClient(url, name, localAddress = '127.0.0.1') {
+  return connectClient(socketIoV4Factory(url, { transports: ['websocket'], options: { localAddress } }), name);
+}
+
+/** The next event of `client` named `event` (others are skipped). */
+async function nextNamed(client, event, ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const item = await client.queue.next(Math.max(1, deadline - Date.now()), event);
+    if (item[0] === event) return item;
+  }
+}
+
+/** V and P in one room with a link (V offered to P, P answered). */
+async function linkedPair(url, room, victimId) {
+  const victim = await chatroomClient(url, 'victim');
+  const peer = await chatroomClient(url, 'peer');
+  victim.emit('join', { id: victimId, username: 'v', roomname: room });
+  // A relay to itself proves V is in before P joins.
+  victim.emit('icecandidate', { remoteConnectorId: 'self', memberId: victim.id, candidate: {} });
+  await nextNamed(victim, 'icecandidate');
+  peer.emit('join', { id: `${victimId}-peer`, username: 'p', roomname: room });
+  assert.deepEqual(await nextNamed(victim, 'getOffer'), ['getOffer', { memberId: peer.id }]);
+  victim.emit('offer', { connectorId: 'cVP', memberId: peer.id, offer: { sdp: 'v=0' }, streamType: 'user' });
+  await nextNamed(peer, 'offer');
+  peer.emit('answer', { remoteConnectorId: 'cVP', connectorId: 'cPV', memberId: victim.id, answer: { sdp: 'v=0' }, streamType: 'user' });
+  await nextNamed(victim, 'answer');
+  return { victim, peer };
+}
+
+// Heartbeat of 1 s + 1 s: a parked reconnect is decided within 4 s.
+const FAST_HEARTBEAT = ['chatroom.engine.ping_interval=1s', 'chatroom.engine.ping_timeout=1s'];
+const PARK_LIMIT_MS = 4000;
+
+test('chatroom: reconnect with a connected member\'s id from another address is refused', async () => {
+  const gw2 = await startTestGateway(FAST_HEARTBEAT);
+  const clients = [];
+  try {
+    const url = gw2.urls.chatroom;
+    const { victim, peer } = await linkedPair(url, 'takeover-3', 'victim-user-7f3a');
+    clients.push(victim, peer);
+    const attacker = await chatroomClient(url, 'attacker', ATTACKER);
+    clients.push(attacker);
+    attacker.emit('reconnect', { id: 'victim-user-7f3a', username: 'v', roomname: 'takeover-3' });
+    // Meanwhile the peer keeps talking to the victim.
+    for (let n = 0; n < 10; n++) {
+      peer.emit('icecandidate', { remoteConnectorId: 'cVP', memberId: victim.id, candidate: { n } });
+    }
+    const [, error] = await nextNamed(attacker, 'error', PARK_LIMIT_MS + 4000);
+    assert.equal(error.type, 'reconnect');
+    assert.equal(typeof error.message, 'string');
+    for (let n = 0; n < 10; n++) {
+      const [, c] = await nextNamed(victim, 'icecandidate');
+      assert.deepEqual(c, { connectorId: 'cVP', candidate: { n } }, `peer's message ${n} reached the victim`);
+    }
+    // After the refusal too: the victim is still the member, the attacker reaches nobody.
+    peer.emit('icecandidate', { remoteConnectorId: 'cVP', memberId: victim.id, candidate: { n: 10 } });
+    assert.equal((await nextNamed(victim, 'icecandidate'))[1].candidate.n, 10);
+    attacker.emit('icecandidate', { remoteConnectorId: 'x', memberId: peer.id, candidate: {} });
+    assert.equal((await nextNamed(attacker, 'error'))[1].type, 'not_joined');
+    const leaked = attacker.queue.drain().filter(([e]) => e !== 'error');
+    assert.deepEqual(leaked, [], 'the attacker received nothing of the room');
+    const peerSaw = peer.queue.drain().filter(([e]) => e === 'getOffer' || e === 'reconnect' || e === 'leave');
+    assert.deepEqual(peerSaw, [], 'the peer was never asked to renegotiate with the attacker');
+  } finally {
+    for (const c of clients) c.close();
+    await gw2.stop();
+  }
+});
+
+test('chatroom: a member whose old connection is silently dead returns from a new address', async () => {
+  const gw2 = await startTestGateway(FAST_HEARTBEAT);
+  const clients = [];
+  try {
+    const url = gw2.urls.chatroom;
+    const { victim, peer } = await linkedPair(url, 'takeover-4', 'moving-user-91c2');
+    clients.push(victim, peer);
+    // The old connection goes silent (a network switch): it no longer reads, so no pong.
+    victim.socket.io.engine.transport.ws._socket.pause();
+    const moved = await chatroomClient(url, 'moved', ATTACKER);
+    clients.push(moved);
+    moved.emit('reconnect', { id: 'moving-user-91c2', username: 'v', roomname: 'takeover-4' });
+    // Once the gateway notices the old connection is gone, the member is bound to the new one.
+    const [, again] = await nextNamed(peer, 'reconnect', PARK_LIMIT_MS + 4000);
+    assert.deepEqual(again, { type: 'getOffer', connectorId: 'cPV' });
+    peer.emit('icecandidate', { remoteConnectorId: 'cVP', memberId: moved.id, candidate: { n: 1 } });
+    assert.deepEqual((await nextNamed(moved, 'icecandidate'))[1], { connectorId: 'cVP', candidate: { n: 1 } });
+    assert.deepEqual(moved.queue.drain().filter(([e]) => e === 'error'), []);
+  } finally {
+    for (const c of clients) c.close();
+    await gw2.stop();
+  }
+});

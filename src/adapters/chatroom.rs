@@ -14,8 +14,9 @@
 //! Unlike the original, nothing a client sends can crash the gateway or reach another room:
 //! refused input is answered with `error {type, message}` and changes nothing.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -34,6 +35,7 @@ use crate::core::{
     Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Rooms,
     RouteError, Target,
 };
+use crate::endpoints::source::Source;
 use crate::stats;
 
 const NAME: &str = "chatroom";
@@ -47,7 +49,22 @@ pub struct Chatroom {
     grace: Duration,
     max_room_size: usize,
     gate: Gate,
+    /// `reconnect` requests waiting for the member's old connection to drop (see
+    /// [`Chatroom::park`]), by member id; at most one per member.
+    parked: Arc<Mutex<HashMap<Arc<str>, Parked>>>,
+    /// How long a parked `reconnect` waits: past the heartbeat's ping interval and timeout,
+    /// a connection that is still bound has answered a ping, so it is alive.
+    park_limit: Duration,
 }
+
+/// A `reconnect` from another source than the member's still-bound connection.
+struct Parked {
+    socket: SocketRef,
+    req: ReconnectReq,
+}
+
+/// The message of the `error {type:"reconnect"}` for a member that stayed connected.
+const STILL_CONNECTED: &str = "this id is connected from another address";
 
 impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
@@ -57,6 +74,10 @@ impl Chatroom {
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
+            parked: Arc::default(),
+            park_limit: config.engine.ping_interval
+                + config.engine.ping_timeout
+                + Duration::from_secs(2),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         let routes = Router::new()
@@ -325,33 +346,66 @@ impl Protocol for Chatroom {
             )),
         };
         if let Err(r) = result {
-            match r.reason {
-                Some(reason) => stats::refused(NAME, reason),
-                None => stats::bad_input(NAME, r.kind),
-            }
-            tracing::debug!(protocol = NAME, sid = %socket.id, event = %frame.name, kind = r.kind, message = %r.message, "refused");
-            let error = ErrorOut {
-                kind: r.kind,
-                message: &r.message,
-            };
-            deliver(NAME, socket, "error", &error);
+            answer_refusal(socket, &frame.name, r);
         }
     }
 
     fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
-        match self.rooms.disconnect(socket.id, self.grace, expiry_notice) {
+        self.parked_lock().retain(|_, p| p.socket.id != socket.id);
+        let member = match self.rooms.disconnect(socket.id, self.grace, expiry_notice) {
             Disconnected::NotMember => {
                 tracing::debug!(protocol = NAME, sid = %socket.id, %reason, "disconnected");
+                return;
             }
             Disconnected::Left(d) => {
                 tracing::info!(protocol = NAME, sid = %socket.id, %reason, room = %d.room, "disconnected; left");
+                let member = d.member.clone();
                 expiry_notice(d);
+                member
             }
             Disconnected::Away { room, member } => {
                 tracing::info!(protocol = NAME, sid = %socket.id, %reason, %room, %member, grace = ?self.grace, "disconnected; kept for the grace period");
+                member
+            }
+        };
+        // The member's connection is gone: a `reconnect` that waited for that takes it now.
+        let waiting = self.parked_lock().remove(&member);
+        if let Some(Parked { socket, req }) = waiting {
+            if socket.connected() {
+                if let Err(r) = self.reconnect_as(&socket, req) {
+                    answer_refusal(&socket, "reconnect", r);
+                }
             }
         }
     }
+}
+
+/// Counts a refused request and answers its sender with `error {type, message}`.
+fn answer_refusal(socket: &SocketRef, event: &str, r: Refused) {
+    match r.reason {
+        Some(reason) => stats::refused(NAME, reason),
+        None => stats::bad_input(NAME, r.kind),
+    }
+    tracing::debug!(protocol = NAME, sid = %socket.id, %event, kind = r.kind, message = %r.message, "refused");
+    let error = ErrorOut {
+        kind: r.kind,
+        message: &r.message,
+    };
+    deliver(NAME, socket, "error", &error);
+}
+
+/// Whether connection `new` may take a member from its still-live connection `current` at
+/// once: only from the same source (peer address and `User-Agent` of the opening request),
+/// as when the client itself noticed a dead transport first and reconnected on the same
+/// network. Anyone else must wait until the old connection drops.
+fn same_source(current: &SocketRef, new: &SocketRef) -> bool {
+    Source::of_parts(current.req_parts()).same_as(&Source::of_parts(new.req_parts()))
+}
+
+/// A parked `reconnect` whose member stayed connected (or that a newer one replaced).
+fn refuse_parked(socket: &SocketRef) {
+    let r = refused_by("reconnect", "member_connected", STILL_CONNECTED);
+    answer_refusal(socket, "reconnect", r);
 }
 
 /// A member is gone for good: each connected peer linked to it gets `leave`.
@@ -526,6 +580,10 @@ impl Chatroom {
 
     fn reconnect(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: ReconnectReq = parse(frame, "reconnect")?;
+        self.reconnect_as(socket, req)
+    }
+
+    fn reconnect_as(&self, socket: &SocketRef, req: ReconnectReq) -> Result<(), Refused> {
         non_empty("id", &req.id)?;
         non_empty("roomname", &req.roomname)?;
         let name = req.username.as_deref().map(Arc::<str>::from);
@@ -535,6 +593,7 @@ impl Chatroom {
             name,
             conn: socket.id,
             handle: socket.clone(),
+            may_replace_live: same_source,
         });
         let r = match rebound {
             Ok(r) => r,
@@ -558,6 +617,10 @@ impl Chatroom {
             }
             Err(e @ (RebindError::Mismatch | RebindError::ConnBusy)) => {
                 return Err(refused("reconnect", e.to_string()));
+            }
+            Err(RebindError::Live) => {
+                self.park(socket, req);
+                return Ok(());
             }
         };
         tracing::info!(protocol = NAME, sid = %socket.id, room = %r.room, member = %req.id, previous = ?r.previous_conn, "reconnected");
@@ -590,6 +653,48 @@ impl Chatroom {
             deliver(NAME, socket, "reconnect", &out);
         }
         Ok(())
+    }
+
+    /// Holds a `reconnect` for a member whose connection is still bound, from another source.
+    ///
+    /// A client that moved to another network reconnects before the gateway has noticed that
+    /// its old connection is dead; so might someone who presents another member's id while
+    /// that member is still connected. The request waits: when the old connection drops, it
+    /// is carried out (`on_disconnect`); if the old connection is still there after
+    /// `park_limit` (it answered the heartbeat, so it is alive), the request is refused with
+    /// `error {type:"reconnect"}`. Meanwhile nothing changes for the member or its peers.
+    fn park(&self, socket: &SocketRef, req: ReconnectReq) {
+        let member: Arc<str> = req.id.as_str().into();
+        tracing::info!(protocol = NAME, sid = %socket.id, %member, wait = ?self.park_limit, "reconnect for a connected member from another source; waiting for its connection to drop");
+        let replaced = self.parked_lock().insert(
+            member.clone(),
+            Parked {
+                socket: socket.clone(),
+                req,
+            },
+        );
+        if let Some(old) = replaced.filter(|old| old.socket.id != socket.id) {
+            refuse_parked(&old.socket);
+        }
+        let parked = self.parked.clone();
+        let (sid, wait) = (socket.id, self.park_limit);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let expired = {
+                let mut parked = parked.lock().unwrap_or_else(PoisonError::into_inner);
+                match parked.get(&member) {
+                    Some(p) if p.socket.id == sid => parked.remove(&member),
+                    _ => None,
+                }
+            };
+            if let Some(p) = expired {
+                refuse_parked(&p.socket);
+            }
+        });
+    }
+
+    fn parked_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Parked>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn reconnect_work(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
