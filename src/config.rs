@@ -299,6 +299,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// When set, every admin route but `/healthz` requires `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Host names (any port) the admin endpoint answers besides IP addresses and `localhost`;
+    /// a request for any other name is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -307,6 +310,7 @@ impl Default for AdminConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -82,6 +82,7 @@ pub async fn run(
             realms.clone(),
             config.admin.token.clone(),
         ));
+        let app = admin::host_check::guard(app, &config.admin.allowed_hosts);
         let listen = config.admin.listen;
         let h = handle.clone();
         tasks.spawn(async move {
