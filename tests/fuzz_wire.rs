@@ -68,10 +68,10 @@ fn start() -> Gateway {
     }
 }
 
-/// A raw Socket.IO client over WebSocket. Once connected, a task of its own reads every
-/// frame and answers the gateway's pings at once, so the client stays alive however long the
-/// test keeps it waiting (the long fuzz runs outlast `pingInterval + pingTimeout`); the other
-/// frames are queued for [`Raw::expect`].
+/// A raw Socket.IO client over WebSocket. Once connected, a task of its own keeps the
+/// heartbeat going (Engine.IO v3: the client pings; v4: it answers the server's pings), so the
+/// client stays alive however long the test keeps it waiting (the long fuzz runs outlast
+/// `pingInterval + pingTimeout`); the other frames are queued for [`Raw::expect`].
 struct Raw {
     out: mpsc::UnboundedSender<Message>,
     frames: mpsc::UnboundedReceiver<String>,
@@ -102,7 +102,7 @@ impl Raw {
             let connect: Value = serde_json::from_str(&connect).expect("connect packet");
             connect["sid"].as_str().expect("sid").to_owned()
         };
-        let (out, frames) = pump(ws);
+        let (out, frames) = pump(ws, eio);
         Raw { out, frames, sid }
     }
 
@@ -130,10 +130,12 @@ impl Raw {
     }
 }
 
-/// Runs `ws` on its own task: answers pings (`2` with `3`), sends what arrives on the
-/// returned sender, and passes every other text frame to the returned receiver.
+/// Runs `ws` on its own task: keeps the heartbeat of Engine.IO version `eio` (v3: sends `2`
+/// well within the gateway's ping interval; v4: answers `2` with `3`), sends what arrives on
+/// the returned sender, and passes every other text frame to the returned receiver.
 fn pump(
     ws: Ws,
+    eio: u8,
 ) -> (
     mpsc::UnboundedSender<Message>,
     mpsc::UnboundedReceiver<String>,
@@ -142,16 +144,21 @@ fn pump(
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let (mut sink, mut stream) = ws.split();
     tokio::spawn(async move {
+        let mut ping = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
+                _ = ping.tick(), if eio == 3 => {
+                    if sink.send(Message::text("2")).await.is_err() { break }
+                }
                 outgoing = out_rx.recv() => match outgoing {
                     Some(msg) => if sink.send(msg).await.is_err() { break },
                     None => break,
                 },
                 incoming = stream.next() => match incoming {
-                    Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    Some(Ok(Message::Text(t))) if eio != 3 && t.as_str() == "2" => {
                         if sink.send(Message::text("3")).await.is_err() { break }
                     }
+                    Some(Ok(Message::Text(t))) if eio == 3 && t.as_str() == "3" => {}
                     Some(Ok(Message::Text(t))) => {
                         if in_tx.send(t.to_string()).is_err() { break }
                     }
