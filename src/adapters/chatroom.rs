@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -51,10 +51,12 @@ pub struct Chatroom {
     gate: Gate,
     /// `reconnect` requests waiting for the member's old connection to drop (see
     /// [`Chatroom::park`]), by member id; at most one per member.
-    parked: Arc<Mutex<HashMap<Arc<str>, Parked>>>,
+    parked: Mutex<HashMap<Arc<str>, Parked>>,
     /// How long a parked `reconnect` waits: past the heartbeat's ping interval and timeout,
     /// a connection that is still bound has answered a ping, so it is alive.
     park_limit: Duration,
+    /// The adapter itself, for the timer that decides a parked `reconnect`.
+    me: Weak<Chatroom>,
 }
 
 /// A `reconnect` from another source than the member's still-bound connection.
@@ -69,15 +71,16 @@ const STILL_CONNECTED: &str = "this id is connected from another address";
 impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
     pub fn bind(io: &SocketIo, config: &ChatroomConfig, limits: Limits) -> Bound {
-        let adapter = Arc::new(Self {
+        let adapter = Arc::new_cyclic(|me| Self {
             rooms: Arc::new(Rooms::new()),
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
-            parked: Arc::default(),
+            parked: Mutex::default(),
             park_limit: config.engine.ping_interval
                 + config.engine.ping_timeout
                 + Duration::from_secs(2),
+            me: me.clone(),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         let routes = Router::new()
@@ -372,7 +375,7 @@ impl Protocol for Chatroom {
         let waiting = self.parked_lock().remove(&member);
         if let Some(Parked { socket, req }) = waiting {
             if socket.connected() {
-                if let Err(r) = self.reconnect_as(&socket, req) {
+                if let Err(r) = self.reconnect_as(&socket, req, Wait::IfLive) {
                     answer_refusal(&socket, "reconnect", r);
                 }
             }
@@ -402,10 +405,23 @@ fn same_source(current: &SocketRef, new: &SocketRef) -> bool {
     Source::of_parts(current.req_parts()).same_as(&Source::of_parts(new.req_parts()))
 }
 
-/// A parked `reconnect` whose member stayed connected (or that a newer one replaced).
+/// A parked `reconnect` that a newer one for the same member replaced.
 fn refuse_parked(socket: &SocketRef) {
-    let r = refused_by("reconnect", "member_connected", STILL_CONNECTED);
-    answer_refusal(socket, "reconnect", r);
+    answer_refusal(socket, "reconnect", still_connected());
+}
+
+/// The refusal of a `reconnect` whose member stayed connected from another source.
+fn still_connected() -> Refused {
+    refused_by("reconnect", "member_connected", STILL_CONNECTED)
+}
+
+/// Whether a `reconnect` for a member still connected from another source may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Park it until the member's connection drops (a first attempt).
+    IfLive,
+    /// Refuse it (the parking is over).
+    No,
 }
 
 /// A member is gone for good: each connected peer linked to it gets `leave`.
@@ -580,10 +596,17 @@ impl Chatroom {
 
     fn reconnect(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: ReconnectReq = parse(frame, "reconnect")?;
-        self.reconnect_as(socket, req)
+        self.reconnect_as(socket, req, Wait::IfLive)
     }
 
-    fn reconnect_as(&self, socket: &SocketRef, req: ReconnectReq) -> Result<(), Refused> {
+    /// `reconnect` as `socket`; `wait` says whether a member still connected from another
+    /// source parks the request or refuses it (the parking is over).
+    fn reconnect_as(
+        &self,
+        socket: &SocketRef,
+        req: ReconnectReq,
+        wait: Wait,
+    ) -> Result<(), Refused> {
         non_empty("id", &req.id)?;
         non_empty("roomname", &req.roomname)?;
         let name = req.username.as_deref().map(Arc::<str>::from);
@@ -619,8 +642,13 @@ impl Chatroom {
                 return Err(refused("reconnect", e.to_string()));
             }
             Err(RebindError::Live) => {
-                self.park(socket, req);
-                return Ok(());
+                return match wait {
+                    Wait::IfLive => {
+                        self.park(socket, req);
+                        Ok(())
+                    }
+                    Wait::No => Err(still_connected()),
+                };
             }
         };
         tracing::info!(protocol = NAME, sid = %socket.id, room = %r.room, member = %req.id, previous = ?r.previous_conn, "reconnected");
@@ -662,7 +690,9 @@ impl Chatroom {
     /// that member is still connected. The request waits: when the old connection drops, it
     /// is carried out (`on_disconnect`); if the old connection is still there after
     /// `park_limit` (it answered the heartbeat, so it is alive), the request is refused with
-    /// `error {type:"reconnect"}`. Meanwhile nothing changes for the member or its peers.
+    /// `error {type:"reconnect"}`. Meanwhile nothing changes for the member or its peers. At
+    /// the limit the request is tried once more rather than refused outright, so a drop that
+    /// slipped in between the rebind attempt and the parking is not missed.
     fn park(&self, socket: &SocketRef, req: ReconnectReq) {
         let member: Arc<str> = req.id.as_str().into();
         tracing::info!(protocol = NAME, sid = %socket.id, %member, wait = ?self.park_limit, "reconnect for a connected member from another source; waiting for its connection to drop");
@@ -676,19 +706,27 @@ impl Chatroom {
         if let Some(old) = replaced.filter(|old| old.socket.id != socket.id) {
             refuse_parked(&old.socket);
         }
-        let parked = self.parked.clone();
+        let me = self.me.clone();
         let (sid, wait) = (socket.id, self.park_limit);
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
+            let Some(adapter) = me.upgrade() else {
+                return;
+            };
             let expired = {
-                let mut parked = parked.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut parked = adapter.parked_lock();
                 match parked.get(&member) {
                     Some(p) if p.socket.id == sid => parked.remove(&member),
                     _ => None,
                 }
             };
-            if let Some(p) = expired {
-                refuse_parked(&p.socket);
+            let Some(Parked { socket, req }) = expired else {
+                return;
+            };
+            if socket.connected() {
+                if let Err(r) = adapter.reconnect_as(&socket, req, Wait::No) {
+                    answer_refusal(&socket, "reconnect", r);
+                }
             }
         });
     }
