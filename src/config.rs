@@ -299,6 +299,19 @@ pub struct EngineConfig {
     /// Packets queued per connection before a send counts as dropped. Sized for ICE bursts:
     /// a browser can emit dozens of candidates within milliseconds.
     pub send_buffer: usize,
+    /// Whether a long-polling session only answers the address that opened it.
+    pub session_binding: SessionBinding,
+}
+
+/// What a long-polling session is bound to (`endpoints/session_binding.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionBinding {
+    /// Requests on a session from another peer address are refused as for an unknown sid.
+    Address,
+    /// No check: any client that knows a session id can use it (clients whose address
+    /// changes mid-session keep it).
+    Off,
 }
 
 impl Default for EngineConfig {
@@ -308,6 +321,7 @@ impl Default for EngineConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             send_buffer: 4096,
+            session_binding: SessionBinding::Address,
         }
     }
 }
@@ -364,6 +378,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// When set, every admin route but `/healthz` requires `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// Host names (any port) the admin endpoint answers besides IP addresses and `localhost`;
+    /// a request for any other name is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -372,6 +389,7 @@ impl Default for AdminConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

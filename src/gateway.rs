@@ -103,6 +103,7 @@ pub async fn run(
             realms.clone(),
             config.admin.token.clone(),
         ));
+        let app = admin::host_check::guard(app, &config.admin.allowed_hosts);
         let addr = local_addr(&socket, config.admin.listen);
         let how = listener::Serve {
             name: "admin".into(),

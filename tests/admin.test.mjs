@@ -1,7 +1,10 @@
 // The operators' endpoint: metrics and the rooms API follow a scripted sequence of joins,
-// relays, leaves and drops with exact counts; the bearer token is enforced when set.
+// relays, leaves and drops with exact counts; the bearer token is enforced when set; member
+// and connection ids are never listed (a chatroom user id takes the member over); a request
+// whose Host is not the admin's own (DNS rebinding) is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { createRequire } from 'node:module';
 import { io as ioV4 } from 'socket.io-client';
 import { startGateway } from './lib/gateway.mjs';
@@ -34,7 +37,15 @@ test('metrics and /api/rooms follow a scripted WebRtcRoom session exactly', asyn
 
     const room = await api(gw, '/api/rooms/webrtcroom/r1');
     assert.equal(room.status, 200);
-    assert.deepEqual(room.body.members.map((m) => m.id), [a.id, b.id]);
+    // Members are told apart by a short tag, never by their socket id (which is what another
+    // client would need to act on a member's session).
+    const tags = room.body.members.map((m) => m.id);
+    assert.equal(tags.length, 2);
+    for (const tag of tags) assert.match(tag, /^[0-9a-f]{8}$/);
+    assert.notEqual(tags[0], tags[1]);
+    assert.deepEqual((await api(gw, '/api/rooms/webrtcroom/r1')).body.members.map((m) => m.id), tags, 'tags are stable');
+    const all = JSON.stringify((await api(gw, '/api/rooms')).body);
+    for (const sid of [a.id, b.id]) assert.ok(!all.includes(sid), `/api/rooms does not list ${sid}`);
     assert.deepEqual(room.body.members.map((m) => [m.state, m.engine_io, m.transport]), [
       ['connected', 3, 'websocket'],
       ['connected', 3, 'polling'],
@@ -89,19 +100,31 @@ test('/api/rooms shows chatroom usernames and members away during the grace peri
     const a = open();
     const b = open();
     await Promise.all([next(a, 'connect'), next(b, 'connect')]);
-    a.emit('join', { id: 'ua', username: 'alice', roomname: 'x' });
+    a.emit('join', { id: 'user-alice-5d1e', username: 'alice', roomname: 'x' });
     // The joiner hears nothing back: a relay to itself confirms alice is in before bob joins.
     const echo = next(a, 'icecandidate');
     a.emit('icecandidate', { remoteConnectorId: 'self', memberId: a.id, candidate: {} });
     await echo;
-    b.emit('join', { id: 'ub', username: 'bob', roomname: 'x' });
+    b.emit('join', { id: 'user-bob-77c0', username: 'bob', roomname: 'x' });
     await next(a, 'getOffer');
     b.close();
     const room = await eventually(async () => {
       const r = await api(gw, '/api/rooms/chatroom/x');
       return r.body.members?.[1]?.state === 'away' && r.body;
     }, 5000, 'bob away');
-    assert.deepEqual(room.members.map((m) => [m.id, m.name]), [['ua', 'alice'], ['ub', 'bob']]);
+    assert.deepEqual(room.members.map((m) => m.name), ['alice', 'bob']);
+    // A user id is the member's only credential (`reconnect {id}`): operators' views never show it.
+    const views = [JSON.stringify((await api(gw, '/api/rooms')).body), JSON.stringify(room)];
+    const res = await fetch(`${gw.urls.admin}/api/events`);
+    const reader = res.body.getReader();
+    views.push(new TextDecoder().decode((await withTimeout(reader.read(), 5000, 'dashboard event')).value));
+    await reader.cancel();
+    for (const view of views) {
+      assert.match(view, /alice/);
+      for (const secret of ['user-alice-5d1e', 'user-bob-77c0', a.id, b.id]) {
+        assert.ok(!view.includes(secret), `operators' view does not show ${secret}`);
+      }
+    }
     assert.equal(room.members[0].engine_io, 4);
     assert.equal(room.members[1].transport, undefined, 'no transport while away');
     const m = await gw.metrics();
@@ -131,6 +154,35 @@ test('with admin.token set, every route but /healthz needs the bearer token', as
     const text = new TextDecoder().decode(value);
     assert.match(text, /^data: \{"realms":/m);
     await reader.cancel();
+  } finally {
+    await gw.stop();
+  }
+});
+
+/** GET `path` on the admin endpoint with the given Host header; resolves to the status. */
+function withHost(gw, path, host) {
+  const u = new URL(gw.urls.admin);
+  return withTimeout(new Promise((resolve, reject) => {
+    const req = http.get({ host: u.hostname, port: u.port, path, headers: { host } }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+  }), 5000, `GET ${path} with Host ${host}`);
+}
+
+test('the admin endpoint refuses a Host that is not its own (DNS rebinding)', async () => {
+  const gw = await startGateway({ sets: ['admin.allowed_hosts=["ops.example"]'] });
+  try {
+    const port = new URL(gw.urls.admin).port;
+    for (const path of ['/api/rooms', '/metrics', '/', '/api/events', '/healthz']) {
+      assert.equal(await withHost(gw, path, 'evil.example'), 421, `${path} with Host evil.example`);
+      assert.equal(await withHost(gw, path, `evil.example:${port}`), 421, `${path} with Host evil.example:${port}`);
+    }
+    assert.equal(await withHost(gw, '/api/rooms', 'localhost.evil.example'), 421);
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, 'localhost', `[::1]:${port}`, 'ops.example', `ops.example:${port}`]) {
+      assert.equal(await withHost(gw, '/api/rooms', host), 200, `Host ${host}`);
+    }
   } finally {
     await gw.stop();
   }

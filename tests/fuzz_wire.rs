@@ -3,7 +3,8 @@
 //!
 //! A pair of clients that joined before the barrage must still relay afterwards, a fresh pair
 //! must complete a join and a relay, and the process must still be running.
-//! `FUZZ_FRAMES` sets the number of frames (default 3000), `FUZZ_SEED` replays a run.
+//! `FUZZ_FRAMES` sets the number of frames (default 3000), `FUZZ_SEED` replays a run; with
+//! `-- --nocapture` the run prints its seed and how long the barrage took.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
@@ -66,9 +68,13 @@ fn start() -> Gateway {
     }
 }
 
-/// A raw Socket.IO client over WebSocket.
+/// A raw Socket.IO client over WebSocket. Once connected, a task of its own keeps the
+/// heartbeat going (Engine.IO v3: the client pings; v4: it answers the server's pings), so the
+/// client stays alive however long the test keeps it waiting (the long fuzz runs outlast
+/// `pingInterval + pingTimeout`); the other frames are queued for [`Raw::expect`].
 struct Raw {
-    ws: Ws,
+    out: mpsc::UnboundedSender<Message>,
+    frames: mpsc::UnboundedReceiver<String>,
     sid: String,
 }
 
@@ -96,22 +102,24 @@ impl Raw {
             let connect: Value = serde_json::from_str(&connect).expect("connect packet");
             connect["sid"].as_str().expect("sid").to_owned()
         };
-        Raw { ws, sid }
+        let (out, frames) = pump(ws, eio);
+        Raw { out, frames, sid }
     }
 
     async fn emit(&mut self, event: &str, payload: Value) {
         let frame = format!("42{}", json!([event, payload]));
-        self.ws.send(Message::text(frame)).await.expect("send");
+        self.out
+            .send(Message::text(frame))
+            .expect("connection open");
     }
 
-    /// The payload of the next event named `event` (skipping pings and other events).
+    /// The payload of the next event named `event` (skipping other events).
     async fn expect(&mut self, event: &str) -> Value {
         loop {
-            let text = next_text(&mut self.ws).await;
-            if text == "2" {
-                self.ws.send(Message::text("3")).await.expect("pong");
-                continue;
-            }
+            let text = tokio::time::timeout(Duration::from_secs(10), self.frames.recv())
+                .await
+                .expect("a frame in time")
+                .expect("connection open");
             if let Some(body) = text.strip_prefix("42") {
                 let v: Value = serde_json::from_str(body).expect("event JSON");
                 if v[0] == event {
@@ -120,6 +128,47 @@ impl Raw {
             }
         }
     }
+}
+
+/// Runs `ws` on its own task: keeps the heartbeat of Engine.IO version `eio` (v3: sends `2`
+/// well within the gateway's ping interval; v4: answers `2` with `3`), sends what arrives on
+/// the returned sender, and passes every other text frame to the returned receiver.
+fn pump(
+    ws: Ws,
+    eio: u8,
+) -> (
+    mpsc::UnboundedSender<Message>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (mut sink, mut stream) = ws.split();
+    tokio::spawn(async move {
+        let mut ping = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = ping.tick(), if eio == 3 => {
+                    if sink.send(Message::text("2")).await.is_err() { break }
+                }
+                outgoing = out_rx.recv() => match outgoing {
+                    Some(msg) => if sink.send(msg).await.is_err() { break },
+                    None => break,
+                },
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(t))) if eio != 3 && t.as_str() == "2" => {
+                        if sink.send(Message::text("3")).await.is_err() { break }
+                    }
+                    Some(Ok(Message::Text(t))) if eio == 3 && t.as_str() == "3" => {}
+                    Some(Ok(Message::Text(t))) => {
+                        if in_tx.send(t.to_string()).is_err() { break }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                },
+            }
+        }
+    });
+    (out_tx, in_rx)
 }
 
 async fn next_text(ws: &mut Ws) -> String {
@@ -256,6 +305,7 @@ async fn gateway_survives_arbitrary_frames() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
     let mut rng = SmallRng::seed_from_u64(seed);
+    let started = std::time::Instant::now();
 
     // A pair that is in a call before the barrage.
     let mut a = Raw::connect(&gw.webrtcroom, 3).await;
@@ -355,6 +405,7 @@ async fn gateway_survives_arbitrary_frames() {
         }
     }
 
+    let barrage = started.elapsed();
     // The pair from before still relays, in order.
     for n in 0..20 {
         let c = json!({ "from": b.sid, "to": a.sid, "room": "canary", "candidate": { "n": n } });
@@ -395,5 +446,10 @@ async fn gateway_survives_arbitrary_frames() {
     assert!(
         gw.child.try_wait().expect("process status").is_none(),
         "gateway still running"
+    );
+    println!(
+        "fuzz_wire: {sent} frames in {:.1} s ({:.0} frames/s); canary pair kept relaying in order, fresh pair joined and relayed, gateway still running",
+        barrage.as_secs_f64(),
+        sent as f64 / barrage.as_secs_f64().max(1e-9)
     );
 }

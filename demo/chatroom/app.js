@@ -13,7 +13,7 @@
 //     is known; received as {connectorId, candidate}
 //   → leave [{remoteConnectorId, memberId}]; ← leave {connectorId, memberId}
 //   → reconnect {id, username, roomname} on every socket (re)connect while in a room
-//   ← reconnect {type: "getOffer", connectorId} → reconnectWork {type: "offer", data, connectorId, memberId}
+//   ← reconnect {type: "getOffer", connectorId}: no memberId (as the original), so no renegotiation
 //   ← reconnect {type: "offer" | "answer", data, connectorId}: renegotiation of a connector
 //   ← reconnect {type: "leave", memberId?}: drop that member's connectors, or all of them
 //
@@ -226,9 +226,11 @@ function connect(namespace) {
       if (msg.memberId) closeMember(msg.memberId);
       else closeAll();
     } else if (msg.type === 'getOffer') {
+      // As from the original server, this names no member: the peer's new socket id is not
+      // known here, so a renegotiation could not reach it. The call itself survives the blip.
       const c = demo.peers[msg.connectorId];
-      if (!c) return;
-      if (msg.memberId) c.memberId = msg.memberId;
+      if (!c || !msg.memberId) return;
+      c.memberId = msg.memberId;
       renegotiate(c);
     } else if (msg.type === 'offer') {
       const c = findConnector(msg.connectorId);

@@ -14,8 +14,9 @@
 //! Unlike the original, nothing a client sends can crash the gateway or reach another room:
 //! refused input is answered with `error {type, message}` and changes nothing.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -35,6 +36,7 @@ use crate::core::{
     Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Rooms,
     RouteError, Target,
 };
+use crate::endpoints::source::Source;
 use crate::stats;
 
 const NAME: &str = "chatroom";
@@ -49,17 +51,39 @@ pub struct Chatroom {
     max_room_size: usize,
     gate: Gate,
     tokens: Option<Arc<Tokens>>,
+    /// `reconnect` requests waiting for the member's old connection to drop (see
+    /// [`Chatroom::park`]), by member id; at most one per member.
+    parked: Mutex<HashMap<Arc<str>, Parked>>,
+    /// How long a parked `reconnect` waits: past the heartbeat's ping interval and timeout,
+    /// a connection that is still bound has answered a ping, so it is alive.
+    park_limit: Duration,
+    /// The adapter itself, for the timer that decides a parked `reconnect`.
+    me: Weak<Chatroom>,
 }
+
+/// A `reconnect` from another source than the member's still-bound connection.
+struct Parked {
+    socket: SocketRef,
+    req: ReconnectReq,
+}
+
+/// The message of the `error {type:"reconnect"}` for a member that stayed connected.
+const STILL_CONNECTED: &str = "this id is connected from another address";
 
 impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
     pub fn bind(io: &SocketIo, config: &ChatroomConfig, limits: Limits) -> Bound {
-        let adapter = Arc::new(Self {
+        let adapter = Arc::new_cyclic(|me| Self {
             rooms: Arc::new(Rooms::new()),
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits),
             tokens: access::tokens_for(NAME, &config.token),
+            parked: Mutex::default(),
+            park_limit: config.engine.ping_interval
+                + config.engine.ping_timeout
+                + Duration::from_secs(2),
+            me: me.clone(),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         let routes = Router::new()
@@ -332,33 +356,79 @@ impl Protocol for Chatroom {
             )),
         };
         if let Err(r) = result {
-            match r.reason {
-                Some(reason) => stats::refused(NAME, reason),
-                None => stats::bad_input(NAME, r.kind),
-            }
-            tracing::debug!(protocol = NAME, sid = %socket.id, event = %frame.name, kind = r.kind, message = %r.message, "refused");
-            let error = ErrorOut {
-                kind: r.kind,
-                message: &r.message,
-            };
-            deliver(NAME, socket, "error", &error);
+            answer_refusal(socket, &frame.name, r);
         }
     }
 
     fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
-        match self.rooms.disconnect(socket.id, self.grace, expiry_notice) {
+        self.parked_lock().retain(|_, p| p.socket.id != socket.id);
+        let member = match self.rooms.disconnect(socket.id, self.grace, expiry_notice) {
             Disconnected::NotMember => {
                 tracing::debug!(protocol = NAME, sid = %socket.id, %reason, "disconnected");
+                return;
             }
             Disconnected::Left(d) => {
                 tracing::info!(protocol = NAME, sid = %socket.id, %reason, room = %d.room, "disconnected; left");
+                let member = d.member.clone();
                 expiry_notice(d);
+                member
             }
             Disconnected::Away { room, member } => {
                 tracing::info!(protocol = NAME, sid = %socket.id, %reason, %room, %member, grace = ?self.grace, "disconnected; kept for the grace period");
+                member
+            }
+        };
+        // The member's connection is gone: a `reconnect` that waited for that takes it now.
+        let waiting = self.parked_lock().remove(&member);
+        if let Some(Parked { socket, req }) = waiting {
+            if socket.connected() {
+                if let Err(r) = self.reconnect_as(&socket, req, Wait::IfLive) {
+                    answer_refusal(&socket, "reconnect", r);
+                }
             }
         }
     }
+}
+
+/// Counts a refused request and answers its sender with `error {type, message}`.
+fn answer_refusal(socket: &SocketRef, event: &str, r: Refused) {
+    match r.reason {
+        Some(reason) => stats::refused(NAME, reason),
+        None => stats::bad_input(NAME, r.kind),
+    }
+    tracing::debug!(protocol = NAME, sid = %socket.id, %event, kind = r.kind, message = %r.message, "refused");
+    let error = ErrorOut {
+        kind: r.kind,
+        message: &r.message,
+    };
+    deliver(NAME, socket, "error", &error);
+}
+
+/// Whether connection `new` may take a member from its still-live connection `current` at
+/// once: only from the same source (peer address and `User-Agent` of the opening request),
+/// as when the client itself noticed a dead transport first and reconnected on the same
+/// network. Anyone else must wait until the old connection drops.
+fn same_source(current: &SocketRef, new: &SocketRef) -> bool {
+    Source::of_parts(current.req_parts()).same_as(&Source::of_parts(new.req_parts()))
+}
+
+/// A parked `reconnect` that a newer one for the same member replaced.
+fn refuse_parked(socket: &SocketRef) {
+    answer_refusal(socket, "reconnect", still_connected());
+}
+
+/// The refusal of a `reconnect` whose member stayed connected from another source.
+fn still_connected() -> Refused {
+    refused_by("reconnect", "member_connected", STILL_CONNECTED)
+}
+
+/// Whether a `reconnect` for a member still connected from another source may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Park it until the member's connection drops (a first attempt).
+    IfLive,
+    /// Refuse it (the parking is over).
+    No,
 }
 
 /// A member is gone for good: each connected peer linked to it gets `leave`.
@@ -535,6 +605,17 @@ impl Chatroom {
 
     fn reconnect(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: ReconnectReq = parse(frame, "reconnect")?;
+        self.reconnect_as(socket, req, Wait::IfLive)
+    }
+
+    /// `reconnect` as `socket`; `wait` says whether a member still connected from another
+    /// source parks the request or refuses it (the parking is over).
+    fn reconnect_as(
+        &self,
+        socket: &SocketRef,
+        req: ReconnectReq,
+        wait: Wait,
+    ) -> Result<(), Refused> {
         non_empty("id", &req.id)?;
         non_empty("roomname", &req.roomname)?;
         access::may_join(socket, &req.roomname, req.username.as_deref())
@@ -546,6 +627,7 @@ impl Chatroom {
             name,
             conn: socket.id,
             handle: socket.clone(),
+            may_replace_live: same_source,
         });
         let r = match rebound {
             Ok(r) => r,
@@ -570,6 +652,15 @@ impl Chatroom {
             Err(e @ (RebindError::Mismatch | RebindError::ConnBusy)) => {
                 return Err(refused("reconnect", e.to_string()));
             }
+            Err(RebindError::Live) => {
+                return match wait {
+                    Wait::IfLive => {
+                        self.park(socket, req);
+                        Ok(())
+                    }
+                    Wait::No => Err(still_connected()),
+                };
+            }
         };
         tracing::info!(protocol = NAME, sid = %socket.id, room = %r.room, member = %req.id, previous = ?r.previous_conn, "reconnected");
         let me = socket.id.to_string();
@@ -580,13 +671,14 @@ impl Chatroom {
             }
         }
         for peer in &r.linked {
-            // The original sent no memberId here, so the client's renegotiation
-            // (reconnectWork, which copies it) had no target and was dropped. With the
-            // returning member's new socket id it reaches it.
+            // Exactly as the original: no memberId. The real client answers with a
+            // `reconnectWork` that copies it; with one, that renegotiation would reach the
+            // returning member carrying the sender's connector id, which that client looks up
+            // among its own connectors and throws (SPEC 3.4).
             let out = ReconnectOut {
                 kind: "getOffer",
                 connector_id: Some(&peer.connector),
-                member_id: Some(&me),
+                member_id: None,
             };
             deliver(NAME, &peer.handle, "reconnect", &out);
         }
@@ -600,6 +692,58 @@ impl Chatroom {
             deliver(NAME, socket, "reconnect", &out);
         }
         Ok(())
+    }
+
+    /// Holds a `reconnect` for a member whose connection is still bound, from another source.
+    ///
+    /// A client that moved to another network reconnects before the gateway has noticed that
+    /// its old connection is dead; so might someone who presents another member's id while
+    /// that member is still connected. The request waits: when the old connection drops, it
+    /// is carried out (`on_disconnect`); if the old connection is still there after
+    /// `park_limit` (it answered the heartbeat, so it is alive), the request is refused with
+    /// `error {type:"reconnect"}`. Meanwhile nothing changes for the member or its peers. At
+    /// the limit the request is tried once more rather than refused outright, so a drop that
+    /// slipped in between the rebind attempt and the parking is not missed.
+    fn park(&self, socket: &SocketRef, req: ReconnectReq) {
+        let member: Arc<str> = req.id.as_str().into();
+        tracing::info!(protocol = NAME, sid = %socket.id, %member, wait = ?self.park_limit, "reconnect for a connected member from another source; waiting for its connection to drop");
+        let replaced = self.parked_lock().insert(
+            member.clone(),
+            Parked {
+                socket: socket.clone(),
+                req,
+            },
+        );
+        if let Some(old) = replaced.filter(|old| old.socket.id != socket.id) {
+            refuse_parked(&old.socket);
+        }
+        let me = self.me.clone();
+        let (sid, wait) = (socket.id, self.park_limit);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let Some(adapter) = me.upgrade() else {
+                return;
+            };
+            let expired = {
+                let mut parked = adapter.parked_lock();
+                match parked.get(&member) {
+                    Some(p) if p.socket.id == sid => parked.remove(&member),
+                    _ => None,
+                }
+            };
+            let Some(Parked { socket, req }) = expired else {
+                return;
+            };
+            if socket.connected() {
+                if let Err(r) = adapter.reconnect_as(&socket, req, Wait::No) {
+                    answer_refusal(&socket, "reconnect", r);
+                }
+            }
+        });
+    }
+
+    fn parked_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Parked>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn reconnect_work(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {

@@ -1,5 +1,9 @@
 //! `GET /api/rooms` and `GET /api/rooms/{protocol}/{room}`: rooms and members as JSON.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -7,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::AdminState;
 use crate::adapters::Realm;
+use crate::core::RoomView;
 
 /// One protocol's summary: connections, rooms and their members.
 pub fn realm_view(realm: &dyn Realm) -> Value {
@@ -20,7 +25,7 @@ pub fn realm_view(realm: &dyn Realm) -> Value {
         "connections": connections,
         "room_count": room_count,
         "member_count": members,
-        "rooms": realm.rooms(),
+        "rooms": redacted(realm.rooms()),
     })
 }
 
@@ -45,10 +50,46 @@ pub async fn room(
         );
     };
     match realm.rooms().into_iter().find(|r| r.name == room) {
-        Some(view) => (StatusCode::OK, Json(json!(view))),
+        Some(view) => (StatusCode::OK, Json(json!(redacted(vec![view])[0]))),
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({ "error": format!("no room {room:?} in {protocol}") })),
         ),
+    }
+}
+
+/// Rooms as operators may see them: member and connection ids replaced by short tags.
+///
+/// A chatroom user id is the member's only credential (`reconnect {id}` takes the member
+/// over) and a WebRtcRoom member id is its Engine.IO session id; neither may leave the
+/// process, even to operators (the admin endpoint has no token by default). A tag is a keyed
+/// hash, stable for the life of the process, so a member can still be followed across
+/// refreshes, but it cannot be turned back into the id.
+fn redacted(mut rooms: Vec<RoomView>) -> Vec<RoomView> {
+    for member in rooms.iter_mut().flat_map(|r| r.members.iter_mut()) {
+        member.id = tag(&member.id);
+        member.connection = tag(&member.connection);
+    }
+    rooms
+}
+
+/// Eight hex digits of a keyed hash of `id`; the key is random per process.
+fn tag(id: &str) -> String {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    let hash = KEY.get_or_init(RandomState::new).hash_one(id);
+    format!("{:08x}", hash >> 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_stable_short_and_not_the_id() {
+        let (a, b) = (tag("user-alice"), tag("user-bob"));
+        assert_eq!(a, tag("user-alice"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 8);
+        assert!(!a.contains("alice"));
     }
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod dashboard;
+pub mod host_check;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

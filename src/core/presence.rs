@@ -40,6 +40,10 @@ pub struct Rebind<H> {
     pub conn: ConnId,
     /// How to reach it.
     pub handle: H,
+    /// Whether the new connection may take the member from the connection it is still bound
+    /// to (`current`, `new`): a member whose drop has not been noticed yet cannot tell a
+    /// network switch from someone else presenting its key; the adapter decides.
+    pub may_replace_live: fn(current: &H, new: &H) -> bool,
 }
 
 /// Why a rebind did not happen. Nothing changed.
@@ -54,6 +58,10 @@ pub enum RebindError {
     /// The new connection is already another member.
     #[error("connection already belongs to another member")]
     ConnBusy,
+    /// The member is still bound to a live connection that `may_replace_live` would not
+    /// let the new one replace.
+    #[error("member is still connected elsewhere")]
+    Live,
 }
 
 /// What a rebind found.
@@ -133,6 +141,11 @@ impl<H: Clone + Send + Sync + 'static> Rooms<H> {
             if let Some((owner, _)) = t.member_by_conn(req.conn) {
                 if *owner != req.member {
                     return Err(RebindError::ConnBusy);
+                }
+            }
+            if let (Some(conn), Some(current)) = (member.conn, &member.handle) {
+                if conn != req.conn && !(req.may_replace_live)(current, &req.handle) {
+                    return Err(RebindError::Live);
                 }
             }
             let previous = t.bind(&req.member, req.conn, req.handle);
@@ -252,6 +265,7 @@ mod tests {
                 name: Some("uB".into()),
                 conn: b2,
                 handle: 22,
+                may_replace_live: |_, _| true,
             })
             .expect("rebinds");
         assert_eq!(r.previous_conn, Some(b));
@@ -282,6 +296,7 @@ mod tests {
                 name: None,
                 conn: b2,
                 handle: 22,
+                may_replace_live: |_, _| true,
             })
             .expect("rebinds");
         assert_eq!(r.linked.len(), 1);
@@ -304,6 +319,7 @@ mod tests {
             name: None,
             conn,
             handle: 9,
+            may_replace_live: |_, _| false,
         };
         assert_eq!(
             rooms.rebind(req("nobody", "y", ConnId::new())).unwrap_err(),
@@ -317,5 +333,11 @@ mod tests {
             rooms.rebind(req("uA", "y", b)).unwrap_err(),
             RebindError::ConnBusy
         );
+        // uA is still connected on `a`, and the policy lets nobody replace it.
+        assert_eq!(
+            rooms.rebind(req("uA", "y", ConnId::new())).unwrap_err(),
+            RebindError::Live
+        );
+        assert_eq!(rooms.membership(a).map(|(_, k)| k), Some("uA".into()));
     }
 }

@@ -17,7 +17,7 @@ use axum::http::{self, header, Method, StatusCode};
 use axum::response::Response;
 
 /// Request path prefix of Engine.IO.
-const ENGINE_PATH: &str = "/socket.io";
+pub(super) const ENGINE_PATH: &str = "/socket.io";
 
 /// Rewrites a legacy request into one socketioxide serves. Other requests pass unchanged.
 pub async fn fix_request(max_body: usize, req: Request) -> Request {

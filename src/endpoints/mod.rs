@@ -8,6 +8,8 @@ pub mod descriptors;
 mod legacy;
 mod legacy_ws;
 pub mod listener;
+mod session_binding;
+pub mod source;
 mod timeouts;
 mod tls;
 
@@ -26,7 +28,8 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::access::origin::OriginGuard;
-use crate::config::{EngineConfig, Tls};
+use crate::config::{EngineConfig, SessionBinding, Tls};
+use session_binding::SessionBindings;
 
 pub use legacy::strip_connect_queries;
 pub use timeouts::Timeouts;
@@ -134,8 +137,16 @@ pub fn build(
         };
     }
     let max_body = usize::try_from(e.max_payload).unwrap_or(usize::MAX);
+    let mut routes = routes.layer(layer);
+    if e.session_binding == SessionBinding::Address {
+        // A polling session that stopped making requests this long is closed or upgraded.
+        let expiry = (e.ping_interval + e.ping_timeout) * 2;
+        let bindings = SessionBindings::new(expiry);
+        routes = routes.layer(axum::middleware::from_fn(move |req: Request, next| {
+            session_binding::guard(bindings.clone(), req, next)
+        }));
+    }
     let router = routes
-        .layer(layer)
         .layer(axum::middleware::map_request(move |req: Request| {
             legacy::fix_request(max_body, req)
         }))
