@@ -14,6 +14,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::endpoints::source::Cidr;
+
 /// Everything the gateway can be told.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -150,6 +152,22 @@ pub struct Limits {
     /// Messages a receiver may miss because its send buffer is full before it is closed as
     /// too slow. 0: never close.
     pub slow_consumer_drops: u32,
+    /// Open connections one source address (an IPv6 /64) may hold; further connects are
+    /// refused with `connect_error`. 0: no limit (the default: behind a NAT or a proxy not
+    /// listed in `trusted_proxies`, many users share one address).
+    pub max_connections_per_ip: usize,
+    /// New Engine.IO sessions per second one source address may open (token bucket refill
+    /// rate); beyond it a handshake is answered HTTP 429. 0: no limit.
+    pub connect_rate: f64,
+    /// New sessions a source may open at once beyond `connect_rate` (token bucket size).
+    pub connect_burst: f64,
+    /// Reverse proxies (`ip` or `ip/prefix`) whose `Forwarded` / `X-Forwarded-For` header
+    /// names the real client; every other peer's headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+    /// A polling session that does not poll again within this long after connecting, or an
+    /// Engine.IO v4 session that sends no Socket.IO CONNECT within it, is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -163,6 +181,11 @@ impl Default for Limits {
             burst: 1000.0,
             flood_disconnect: 2000,
             slow_consumer_drops: 256,
+            max_connections_per_ip: 0,
+            connect_rate: 0.0,
+            connect_burst: 20.0,
+            trusted_proxies: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -187,6 +210,17 @@ pub struct LimitsOverride {
     pub flood_disconnect: Option<u32>,
     /// See [`Limits::slow_consumer_drops`].
     pub slow_consumer_drops: Option<u32>,
+    /// See [`Limits::max_connections_per_ip`].
+    pub max_connections_per_ip: Option<usize>,
+    /// See [`Limits::connect_rate`].
+    pub connect_rate: Option<f64>,
+    /// See [`Limits::connect_burst`].
+    pub connect_burst: Option<f64>,
+    /// See [`Limits::trusted_proxies`].
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// See [`Limits::handshake_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl Limits {
@@ -201,6 +235,16 @@ impl Limits {
             burst: o.burst.unwrap_or(self.burst),
             flood_disconnect: o.flood_disconnect.unwrap_or(self.flood_disconnect),
             slow_consumer_drops: o.slow_consumer_drops.unwrap_or(self.slow_consumer_drops),
+            max_connections_per_ip: o
+                .max_connections_per_ip
+                .unwrap_or(self.max_connections_per_ip),
+            connect_rate: o.connect_rate.unwrap_or(self.connect_rate),
+            connect_burst: o.connect_burst.unwrap_or(self.connect_burst),
+            trusted_proxies: o
+                .trusted_proxies
+                .clone()
+                .unwrap_or_else(|| self.trusted_proxies.clone()),
+            handshake_timeout: o.handshake_timeout.unwrap_or(self.handshake_timeout),
         }
     }
 }
@@ -651,6 +695,24 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             format!("{section}.max_payload"),
             "must be at least 1024 bytes",
+        ));
+    }
+    if !(l.connect_rate >= 0.0 && l.connect_rate.is_finite()) {
+        return Err(ConfigError::invalid(
+            format!("{section}.connect_rate"),
+            "must be 0 (no limit) or a positive number",
+        ));
+    }
+    if !(l.connect_burst >= 1.0 && l.connect_burst.is_finite()) {
+        return Err(ConfigError::invalid(
+            format!("{section}.connect_burst"),
+            "must be at least 1",
+        ));
+    }
+    if l.handshake_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{section}.handshake_timeout"),
+            "must be above zero",
         ));
     }
     if l.max_name_length == 0 {

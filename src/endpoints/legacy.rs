@@ -17,7 +17,7 @@ use axum::http::{self, header, Method, StatusCode};
 use axum::response::Response;
 
 /// Request path prefix of Engine.IO.
-const ENGINE_PATH: &str = "/socket.io";
+pub(super) const ENGINE_PATH: &str = "/socket.io";
 
 /// Rewrites a legacy request into one socketioxide serves. Other requests pass unchanged.
 pub async fn fix_request(max_body: usize, req: Request) -> Request {
@@ -67,7 +67,7 @@ fn numeric_code(body: &str) -> Option<String> {
     Some(format!("{{\"code\":{code}{}", &rest[end + 1..]))
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))

@@ -2,9 +2,11 @@
 //! instance, the legacy-transport fixes, CORS, optional static files, and the protocol
 //! adapters bound to their namespaces.
 
+pub mod admission;
 pub mod demo;
 mod legacy;
 mod legacy_ws;
+pub mod source;
 mod tls;
 
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use socketioxide::SocketIo;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::config::{EngineConfig, Tls};
+use crate::config::{EngineConfig, Limits, Tls};
 
 pub use legacy::strip_connect_queries;
 
@@ -39,6 +41,9 @@ pub struct Endpoint {
     pub engine: EngineConfig,
     /// Namespaces bound by adapters (to know whether `/` needs a placeholder).
     pub namespaces: Vec<String>,
+    /// Limits of the (first) protocol on the address: the per-source admission settings
+    /// (`connect_rate`, `trusted_proxies`, `handshake_timeout`) apply to the whole address.
+    pub limits: Limits,
 }
 
 /// A directory served next to Socket.IO on the same address.
@@ -73,7 +78,10 @@ impl Listener {
 
     /// Serves until `handle` is told to shut down.
     pub async fn serve(self, handle: Handle<SocketAddr>) -> anyhow::Result<()> {
-        let app = self.router.into_make_service();
+        // The peer address reaches every request: per-source limits count by it.
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {
             // TCP_NODELAY: signalling messages are small and latency-bound; with Nagle's
             // algorithm a message could wait for the previous one's ACK (measured: 30 ms worst
@@ -112,6 +120,9 @@ pub fn build(
         .ws_max_message_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .max_buffer_size(e.send_buffer)
+        // An Engine.IO v4 session that never sends its Socket.IO CONNECT (an abandoned or
+        // refused handshake) is closed after this long instead of socketioxide's 45 s.
+        .connect_timeout(endpoint.limits.handshake_timeout)
         .build_layer();
     let mut routes = bind_adapters(&io);
     if !endpoint.namespaces.iter().any(|ns| ns == "/") {
@@ -137,9 +148,16 @@ pub fn build(
         .layer(axum::middleware::map_response(legacy::fix_response))
         .layer(cors());
     let inner = router.clone();
-    let router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
-        legacy_ws::route(inner.clone(), req, next)
-    }));
+    let admission = admission::Admission::new(&endpoint.name, &endpoint.limits);
+    admission.set_router(inner.clone());
+    let router = router
+        .layer(axum::middleware::from_fn(move |req: Request, next| {
+            legacy_ws::route(inner.clone(), req, next)
+        }))
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::layer,
+        ));
     let (tls, tls_key) = &endpoint.tls;
     let tls = tls::server_config(tls, tls_key)?;
     Ok(Listener {
