@@ -872,6 +872,25 @@ mod tests {
     }
 
     #[test]
+    fn per_source_limits_load_override_and_validate() {
+        let file = "[limits]\nmax_connections_per_ip = 100\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+                    [chatroom.limits]\nhandshake_timeout = \"3s\"\ntrusted_proxies = []\n";
+        let c = load(Some(file), &[], &["limits.connect_rate=5"]).expect("loads");
+        let chat = c.limits.with(&c.chatroom.limits);
+        assert_eq!(chat.handshake_timeout, Duration::from_secs(3));
+        assert!(chat.trusted_proxies.is_empty());
+        assert_eq!((chat.max_connections_per_ip, chat.connect_rate), (100, 5.0));
+        let web = c.limits.with(&c.webrtcroom.limits);
+        assert_eq!(web.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(web.trusted_proxies.len(), 1);
+        let err =
+            load(None, &[], &["limits.trusted_proxies=[\"10.0.0.0/40\"]"]).expect_err("bad prefix");
+        assert!(err.contains("limits.trusted_proxies"), "{err}");
+        let err = load(None, &[], &["webrtcroom.limits.connect_burst=0"]).expect_err("burst 0");
+        assert!(err.contains("webrtcroom.limits.connect_burst"), "{err}");
+    }
+
+    #[test]
     fn bad_env_value_names_the_key() {
         let err = load(None, &[("GATEWAY_WEBRTCROOM__LISTEN", "x")], &[]).expect_err("bad");
         assert!(err.contains("listen"), "{err}");

@@ -182,7 +182,11 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
                     Admission::Full(max) => {
                         match &client {
                             Some(c) => c.refused(P::NAME, "max_connections", s),
-                            None => stats::refused(P::NAME, "max_connections"),
+                            None => {
+                                // Only the in-process legacy WebSocket proxy has no client.
+                                stats::refused(P::NAME, "max_connections");
+                                tracing::debug!(protocol = P::NAME, sid = %s.id, max, "connection refused: too many connections");
+                            }
                         }
                         return Err(LimitHit::new(
                             "max_connections",
