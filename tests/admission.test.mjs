@@ -33,8 +33,8 @@ function chat(url, { from = '127.0.0.1', headers, transports = ['polling', 'webs
 }
 
 /** socket.io-client 2.x (the WebRtcRoom apps); rejects with the `error` payload. */
-function webrtc(url, { from = '127.0.0.1', transports = ['polling', 'websocket'] } = {}) {
-  const s = ioV2(url, { forceNew: true, reconnection: false, transports, agent: agentFrom(from) });
+function webrtc(url, { from = '127.0.0.1', transports = ['polling', 'websocket'], query } = {}) {
+  const s = ioV2(url, { forceNew: true, reconnection: false, transports, agent: agentFrom(from), query });
   return withTimeout(new Promise((resolve, reject) => {
     s.once('connect', () => resolve(s));
     // socket.io-client 2.x emits a refused connect as `error` with the server's payload.
@@ -185,6 +185,23 @@ test('limits.max_connections_per_ip refuses with a clear connect_error, closes t
     // One log line, not one per refusal.
     const lines = gw.stderr().split('\n').filter((l) => l.includes('connection refused'));
     assert.ok(lines.length <= 2, lines.join('\n'));
+  } finally {
+    await gw.stop();
+  }
+});
+
+test('the per-source limit also counts legacy WebSocket-only clients with a query (the in-process proxy path)', async () => {
+  const gw = await startGateway({ sets: ['limits.max_connections_per_ip=1'] });
+  try {
+    const opts = { transports: ['websocket'], query: { app: 'legacy' } };
+    const a = await webrtc(gw.urls.webrtcroom, opts);
+    const refused = await webrtc(gw.urls.webrtcroom, opts).then(() => null, (e) => e);
+    assert.match(refused?.message ?? 'connected', /too many connections from your address/);
+    const engine = refused.socket.io.engine;
+    await eventually(() => engine.readyState === 'closed', 3000, 'refused session closed');
+    refused.socket.close();
+    const other = await webrtc(gw.urls.webrtcroom, { ...opts, from: OTHER });
+    a.close(); other.close();
   } finally {
     await gw.stop();
   }

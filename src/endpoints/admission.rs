@@ -199,7 +199,11 @@ pub async fn layer(
 impl Client {
     /// The client of `socket`'s session, when it came through [`layer`].
     pub fn of(socket: &SocketRef) -> Option<Client> {
-        socket.req_parts().extensions.get::<Client>().cloned()
+        let extensions = &socket.req_parts().extensions;
+        extensions.get::<Client>().cloned().or_else(|| {
+            // Sessions opened through the legacy WebSocket proxy (`legacy_ws.rs`).
+            extensions.get::<Option<Client>>().cloned().flatten()
+        })
     }
 
     /// The key this client is counted under.

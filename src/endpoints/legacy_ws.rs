@@ -14,15 +14,16 @@ use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tower::Layer;
 
-use super::legacy;
+use super::{admission, legacy};
 
 /// Query parameters Engine.IO and Socket.IO clients add themselves.
 const TRANSPORT_PARAMS: [&str; 6] = ["EIO", "transport", "t", "b64", "j", "sid"];
@@ -93,8 +94,10 @@ async fn handshake_inside(
     req: Request,
 ) -> Result<(Response, hyper::upgrade::OnUpgrade), hyper::Error> {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    // The in-process hop has no peer address: hand the client's over as the request would.
+    let client = req.extensions().get::<admission::Client>().cloned();
     tokio::spawn(async move {
-        let service = TowerToHyperService::new(inner);
+        let service = TowerToHyperService::new(Extension(client).layer(inner));
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(server_io), service)
             .with_upgrades()
