@@ -12,7 +12,7 @@ import { io as ioV4 } from 'socket.io-client';
 import { startGateway } from './lib/gateway.mjs';
 import { eventually, metricValue, withTimeout } from './lib/scenario.mjs';
 import { handshake, poll, post } from './lib/engine-raw.mjs';
-import { flood } from './lib/handshake-flood.mjs';
+import { startFlood } from './lib/handshake-flood.mjs';
 
 const require = createRequire(import.meta.url);
 const ioV2 = require('socket.io-client-v2');
@@ -68,21 +68,29 @@ async function closedWithin(base, sid, eio, ms) {
 }
 
 test('a handshake flood from one address does not keep a client from another address out (2.x and 4.x)', async (t) => {
-  // Small global caps so that the flood would fill them within the test's time.
+  // Small global caps so that the flood fills them quickly even on a loaded machine: without
+  // a per-source limit, 127.0.0.1 alone would hold every slot of both protocols.
   const gw = await startGateway({
     sets: [
-      'limits.max_connections=200',
-      'limits.max_connections_per_ip=50',
-      'limits.handshake_timeout=3s',
+      'limits.max_connections=60',
+      'limits.max_connections_per_ip=20',
+      'limits.handshake_timeout=5s',
     ],
   });
+  const floods = [
+    startFlood(gw.urls.webrtcroom, { eio: 3, ms: 20_000, max: 20_000 }),
+    startFlood(gw.urls.chatroom, { eio: 4, ms: 20_000, max: 20_000 }),
+  ];
   try {
-    const floods = Promise.all([
-      flood(gw.urls.webrtcroom, { eio: 3, ms: 4000, max: 4000 }),
-      flood(gw.urls.chatroom, { eio: 4, ms: 4000, max: 4000 }),
-    ]);
-    await sleep(1500);
-    // Mid-flood, fresh clients from another address connect and join quickly.
+    // Wait until the flood has run into a limit in both protocols (per source now; the global
+    // cap on a build without per-source limits).
+    const hitLimit = async (protocol) => {
+      const m = await gw.metrics();
+      return metricValue(m, 'gateway_refused_total', { protocol, reason: 'max_connections_per_ip' })
+        + metricValue(m, 'gateway_refused_total', { protocol, reason: 'max_connections' }) > 20;
+    };
+    await eventually(async () => (await hitLimit('webrtcroom')) && hitLimit('chatroom'), 15_000, 'the flood reached a limit');
+    // Mid-flood, fresh clients from another address connect and join.
     let t0 = Date.now();
     const c = await chat(gw.urls.chatroom, { from: OTHER });
     await chatJoin(c, 'r', 'fresh');
@@ -92,15 +100,16 @@ test('a handshake flood from one address does not keep a client from another add
     const created = await webrtcJoin(w, 'room1');
     const webrtcMs = Date.now() - t0;
     assert.equal(created.id, w.id);
-    const [f3, f4] = await floods;
-    c.close(); w.close();
+    for (const f of floods) f.stop();
+    const [f3, f4] = await Promise.all(floods.map((f) => f.done));
     t.diagnostic(`flood v3 ${JSON.stringify(f3)}, v4 ${JSON.stringify(f4)}; chatroom ${chatMs} ms, WebRtcRoom ${webrtcMs} ms`);
-    assert.ok(f3.sent > 200 && f4.sent > 200, `the floods ran: ${JSON.stringify([f3, f4])}`);
-    assert.ok(chatMs < 1000, `chatroom client connected and joined in ${chatMs} ms`);
-    assert.ok(webrtcMs < 1000, `WebRtcRoom client connected and joined in ${webrtcMs} ms`);
-    const m = await gw.metrics();
-    assert.ok(metricValue(m, 'gateway_refused_total', { reason: 'max_connections_per_ip' }) > 0);
+    c.close(); w.close();
+    // Generous for a loaded shared machine; bench/admission-flood.mjs measures the real figure.
+    assert.ok(chatMs < 3000, `chatroom client connected and joined in ${chatMs} ms`);
+    assert.ok(webrtcMs < 3000, `WebRtcRoom client connected and joined in ${webrtcMs} ms`);
   } finally {
+    for (const f of floods) f.stop();
+    await Promise.allSettled(floods.map((f) => f.done));
     await gw.stop();
   }
 });

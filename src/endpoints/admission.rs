@@ -38,6 +38,9 @@ use crate::stats;
 /// How long a refused client gets to read its `connect_error` before its session is closed.
 const REFUSAL_GRACE: Duration = Duration::from_millis(500);
 
+/// Rate buckets kept before the first sweep of refilled ones.
+const MIN_SWEEP: usize = 10_000;
+
 /// How often repeated refusals are summarised in the log.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -55,7 +58,7 @@ pub struct Admission {
     /// How long a session may take to come back after its handshake.
     handshake_timeout: Duration,
     /// Connection-rate buckets by source key; a full bucket is forgotten.
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<Buckets>,
     /// Polling sessions (by sid) connected to a namespace that have not polled since.
     awaiting: Mutex<HashSet<String>>,
     /// The router behind this layer, to close sessions the way a client would.
@@ -67,6 +70,13 @@ pub struct Admission {
 struct Bucket {
     tokens: f64,
     last: Instant,
+}
+
+/// The buckets, swept of refilled ones whenever the table has doubled since the last sweep
+/// (so a flood from many addresses costs amortised constant time per handshake).
+struct Buckets {
+    map: HashMap<IpAddr, Bucket>,
+    sweep_at: usize,
 }
 
 /// Who opened an Engine.IO session, as the connect handler sees it (a request extension,
@@ -90,7 +100,10 @@ impl Admission {
             rate: limits.connect_rate,
             burst: limits.connect_burst,
             handshake_timeout: limits.handshake_timeout,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
             awaiting: Mutex::new(HashSet::new()),
             closer: OnceLock::new(),
             log: Arc::new(RefusalLog::default()),
@@ -109,13 +122,15 @@ impl Admission {
         }
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        if buckets.len() > 10_000 {
+        if buckets.map.len() > buckets.sweep_at {
             // Forget sources whose bucket has refilled: they are indistinguishable from new.
             let (rate, burst) = (self.rate, self.burst);
             buckets
+                .map
                 .retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+            buckets.sweep_at = (buckets.map.len() * 2).max(MIN_SWEEP);
         }
-        let b = buckets.entry(key).or_insert(Bucket {
+        let b = buckets.map.entry(key).or_insert(Bucket {
             tokens: self.burst,
             last: now,
         });

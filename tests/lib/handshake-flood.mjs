@@ -11,20 +11,28 @@ import { handshake, post } from './engine-raw.mjs';
 /**
  * @param {string} base gateway URL
  * @param {{eio: 3|4, ms: number, max: number, workers?: number, from?: string}} opts
- * @returns {Promise<{sent: number, opened: number, refused: number, ms: number}>}
+ * @returns {{done: Promise<{sent: number, opened: number, refused: number, ms: number}>, stop: () => void}}
+ *   `stop()` ends the flood early; `done` resolves with its figures.
  */
-export function flood(base, opts) {
-  return new Promise((resolve, reject) => {
-    const w = new Worker(new URL(import.meta.url), { workerData: { base, ...opts } });
+export function startFlood(base, opts) {
+  const w = new Worker(new URL(import.meta.url), { workerData: { base, ...opts } });
+  const done = new Promise((resolve, reject) => {
     w.once('message', resolve);
     w.once('error', reject);
     w.once('exit', (code) => { if (code !== 0) reject(new Error(`flood worker exited with ${code}`)); });
   });
+  return { done, stop: () => w.postMessage('stop') };
+}
+
+/** A flood that runs its full `ms` (or `max` handshakes). */
+export function flood(base, opts) {
+  return startFlood(base, opts).done;
 }
 
 async function run({ base, eio, ms, max, workers = 16, from = '127.0.0.1' }) {
   const t0 = Date.now();
-  const deadline = t0 + ms;
+  let deadline = t0 + ms;
+  parentPort.on('message', () => { deadline = 0; });
   const agent = new http.Agent({ localAddress: from, keepAlive: true, maxSockets: workers });
   let sent = 0;
   let opened = 0;
@@ -44,6 +52,7 @@ async function run({ base, eio, ms, max, workers = 16, from = '127.0.0.1' }) {
   };
   await Promise.all(Array.from({ length: workers }, loop));
   agent.destroy();
+  parentPort.removeAllListeners('message');
   return { sent, opened, refused, ms: Date.now() - t0 };
 }
 
