@@ -150,6 +150,13 @@ pub struct Limits {
     /// Messages a receiver may miss because its send buffer is full before it is closed as
     /// too slow. 0: never close.
     pub slow_consumer_drops: u32,
+    /// Bytes that may be waiting in one receiver's send buffer (an upper bound counted on
+    /// delivery, see `adapters::budget`); a receiver that would exceed it is closed as too
+    /// slow. 0: no byte budget (the buffer is then bounded by `engine.send_buffer` messages).
+    pub send_budget: usize,
+    /// Links (peer, stream kind) recorded on one member; an `offer`/`answer` that would add
+    /// one more is refused. The chatroom client makes at most three per peer.
+    pub max_links: usize,
 }
 
 impl Default for Limits {
@@ -163,6 +170,8 @@ impl Default for Limits {
             burst: 1000.0,
             flood_disconnect: 2000,
             slow_consumer_drops: 256,
+            send_budget: 8 * 1024 * 1024,
+            max_links: 1024,
         }
     }
 }
@@ -187,6 +196,10 @@ pub struct LimitsOverride {
     pub flood_disconnect: Option<u32>,
     /// See [`Limits::slow_consumer_drops`].
     pub slow_consumer_drops: Option<u32>,
+    /// See [`Limits::send_budget`].
+    pub send_budget: Option<usize>,
+    /// See [`Limits::max_links`].
+    pub max_links: Option<usize>,
 }
 
 impl Limits {
@@ -201,6 +214,8 @@ impl Limits {
             burst: o.burst.unwrap_or(self.burst),
             flood_disconnect: o.flood_disconnect.unwrap_or(self.flood_disconnect),
             slow_consumer_drops: o.slow_consumer_drops.unwrap_or(self.slow_consumer_drops),
+            send_budget: o.send_budget.unwrap_or(self.send_budget),
+            max_links: o.max_links.unwrap_or(self.max_links),
         }
     }
 }
@@ -656,6 +671,18 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
     if l.max_name_length == 0 {
         return Err(ConfigError::invalid(
             format!("{section}.max_name_length"),
+            "must be at least 1",
+        ));
+    }
+    if l.send_budget != 0 && l.send_budget < l.max_payload {
+        return Err(ConfigError::invalid(
+            format!("{section}.send_budget"),
+            "must be 0 (off) or at least max_payload, so one largest message fits",
+        ));
+    }
+    if l.max_links == 0 {
+        return Err(ConfigError::invalid(
+            format!("{section}.max_links"),
             "must be at least 1",
         ));
     }

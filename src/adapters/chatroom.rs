@@ -56,7 +56,7 @@ impl Chatroom {
             rooms: Arc::new(Rooms::new()),
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
-            gate: Gate::new(limits),
+            gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
         let routes = Router::new()

@@ -73,7 +73,9 @@ impl Listener {
 
     /// Serves until `handle` is told to shut down.
     pub async fn serve(self, handle: Handle<SocketAddr>) -> anyhow::Result<()> {
-        let app = self.router.into_make_service();
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {
             // TCP_NODELAY: signalling messages are small and latency-bound; with Nagle's
             // algorithm a message could wait for the previous one's ACK (measured: 30 ms worst

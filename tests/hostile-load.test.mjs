@@ -1,0 +1,126 @@
+// Hostile load (issue 15): what one client can do to the gateway's memory, log and state, and
+// what the others see meanwhile. Each test asserts what a user or an operator sees: sockets
+// closed, peers told, RSS bounded, stderr size, rooms listed by /api/rooms.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import WebSocket from 'ws';
+import { io as ioV4 } from 'socket.io-client';
+import { startGateway } from './lib/gateway.mjs';
+import { eventually, metricValue, withTimeout } from './lib/scenario.mjs';
+
+const require = createRequire(import.meta.url);
+const ioV2 = require('socket.io-client-v2');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const MiB = 1024;
+
+function rssKiB(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]);
+}
+
+/** Samples a process's RSS every 20 ms until `stop()`; resolves with the peak in KiB. */
+function rssPeak(pid) {
+  let peak = rssKiB(pid);
+  const timer = setInterval(() => { try { peak = Math.max(peak, rssKiB(pid)); } catch { /* gone */ } }, 20);
+  return { stop: () => { clearInterval(timer); return peak; }, peak: () => peak };
+}
+
+const next = (socket, event, ms = 5000) =>
+  withTimeout(new Promise((resolve) => socket.once(event, resolve)), ms, `${event}`);
+
+async function webrtc(url) {
+  const s = ioV2(url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  await next(s, 'connect');
+  return s;
+}
+
+/** A raw WebSocket WebRtcRoom client (EIO 3) that joins `room` then stops reading. */
+async function pausedReceiver(url, room) {
+  const ws = new WebSocket(`ws://${url.host}/socket.io/?EIO=3&transport=websocket`, { perMessageDeflate: false });
+  const sid = await withTimeout(new Promise((resolve, reject) => {
+    ws.on('message', (data) => {
+      const text = data.toString();
+      if (text.startsWith('0')) resolve(JSON.parse(text.slice(1)).sid);
+    });
+    ws.on('error', reject);
+  }), 5000, 'paused receiver open');
+  let closed = false;
+  const closedP = new Promise((resolve) => ws.on('close', () => { closed = true; resolve(); }));
+  ws.on('error', () => {});
+  await sleep(100);
+  ws.send(`42["createAndJoinRoom",{"room":"${room}"}]`);
+  await sleep(200);
+  ws.pause();
+  ws._socket.pause();
+  return { ws, sid, closed: () => closed, closedP };
+}
+
+test('paused receivers of 250 KB events: RSS stays within the send budget, each is closed and its peers told within a second, memory returns', async () => {
+  const budgetMiB = 8; // limits.send_budget default
+  const gw = await startGateway();
+  const peakWatch = rssPeak(gw.child.pid);
+  const clients = [];
+  try {
+    const url = new URL(gw.urls.webrtcroom);
+    const receivers = [];
+    for (let i = 0; i < 3; i++) receivers.push(await pausedReceiver(url, 'big'));
+    const senders = [];
+    for (let i = 0; i < 2; i++) {
+      const s = await webrtc(gw.urls.webrtcroom);
+      clients.push(s);
+      s.emit('createAndJoinRoom', { room: 'big' });
+      await next(s, 'created');
+      senders.push(s);
+    }
+    const exits = senders.map((s) => {
+      const seen = new Map();
+      s.on('exit', (d) => seen.set(d.from, Date.now()));
+      return seen;
+    });
+    await sleep(300);
+    const before = rssKiB(gw.child.pid);
+    const sdp = 'v'.repeat(250_000);
+    // 2 senders x 3 receivers x 100 events of 250 KB: 150 MB aimed at readers that never read.
+    for (let i = 0; i < 100; i++) {
+      for (const s of senders) {
+        for (const r of receivers) s.emit('offer', { from: s.id, to: r.sid, room: 'big', sdp, i });
+      }
+      await sleep(5);
+    }
+    // The senders' own buffers drain: their last message has reached the gateway once a
+    // relay through the same path comes back.
+    const [a, b] = senders;
+    const echo = next(b, 'candidate', 30_000);
+    a.emit('candidate', { from: a.id, to: b.id, room: 'big', candidate: 'done' });
+    await echo;
+    const sent = Date.now();
+    await sleep(1000);
+    const peak = peakWatch.peak();
+    console.log(`paused receivers: RSS ${before} KiB before, peak ${peak} KiB (+${peak - before} KiB), budget ${budgetMiB} MiB each`);
+    for (const seen of exits) {
+      for (const r of receivers) {
+        assert.ok(seen.has(r.sid), `a sender was told that receiver ${r.sid} left (exit)`);
+        assert.ok(seen.get(r.sid) <= sent + 1000, 'within a second');
+      }
+    }
+    assert.ok(peak - before < (3 * budgetMiB + 32) * MiB, `RSS peak grew by ${peak - before} KiB`);
+    // The server shut each receiver's connection: once it reads what the kernel holds, it
+    // finds the end of the stream.
+    for (const r of receivers) { r.ws._socket.resume(); r.ws.resume(); }
+    await withTimeout(Promise.all(receivers.map((r) => r.closedP)), 5000, 'receivers closed by the server');
+    const m = await gw.metrics();
+    const closedCount = metricValue(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'slow_consumer_disconnect' });
+    assert.equal(closedCount, 3, 'each receiver closed once');
+    await sleep(2000);
+    const after = rssKiB(gw.child.pid);
+    console.log(`paused receivers: RSS ${after} KiB after they were closed`);
+    assert.ok(after - before < 16 * MiB, `RSS went back down (+${after - before} KiB)`);
+  } finally {
+    peakWatch.stop();
+    for (const c of clients) c.close();
+    await gw.stop();
+  }
+});
