@@ -124,3 +124,60 @@ test('paused receivers of 250 KB events: RSS stays within the send budget, each 
     await gw.stop();
   }
 });
+
+/** Opens a raw WebSocket client, sends `frames` as soon as the server lets it, then kills
+ * the connection without a goodbye, in the same tick as the last frame. */
+function joinAndVanish(url, eio, frames) {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${url.host}/socket.io/?EIO=${eio}&transport=websocket`, { perMessageDeflate: false });
+    const timer = setTimeout(() => { ws.terminate(); resolve(); }, 5000);
+    ws.on('error', () => {});
+    ws.on('close', () => { clearTimeout(timer); resolve(); });
+    ws.on('message', (data) => {
+      const text = data.toString();
+      // EIO4 needs the namespace connect first; EIO3 is connected to "/" with its open packet.
+      if (eio === 4 && text.startsWith('0')) { ws.send('40'); return; }
+      if ((eio === 4 && text.startsWith('40')) || (eio === 3 && text.startsWith('40'))) {
+        for (const f of frames) ws.send(f);
+        ws._socket.destroy();
+      }
+    });
+  });
+}
+
+test('joins racing their own disconnect leave no ghost member: /api/rooms and metrics show 0 members', async () => {
+  const gw = await startGateway();
+  try {
+    const w = new URL(gw.urls.webrtcroom);
+    const c = new URL(gw.urls.chatroom);
+    for (let round = 0; round < 6; round++) {
+      const batch = [];
+      for (let i = 0; i < 50; i++) {
+        const n = round * 50 + i;
+        batch.push(joinAndVanish(w, 3, [`42["createAndJoinRoom",{"room":"race-${n % 7}"}]`]));
+        batch.push(joinAndVanish(c, 4, [
+          `42["join",{"id":"race-${n}","username":"u${n}","roomname":"race-${n % 7}"}]`,
+          `42["offer",{"remoteConnectorId":"x","connectorId":"y","memberId":"nobody","offer":{},"streamType":"user"}]`,
+        ]));
+      }
+      await Promise.all(batch);
+    }
+    // chatroom keeps a dropped member for reconnect_grace (2 s in the test config).
+    await eventually(async () => {
+      const rooms = await (await fetch(`${gw.urls.admin}/api/rooms`)).json();
+      const m = await gw.metrics();
+      const left = {
+        webrtcroom: rooms.webrtcroom.member_count,
+        chatroom: rooms.chatroom.member_count,
+        webrtcroomGauge: metricValue(m, 'gateway_members', { protocol: 'webrtcroom' }),
+        chatroomGauge: metricValue(m, 'gateway_members', { protocol: 'chatroom' }),
+      };
+      assert.deepEqual(left, { webrtcroom: 0, chatroom: 0, webrtcroomGauge: 0, chatroomGauge: 0 }, 'no member outlives its connection');
+      return true;
+    }, 10_000, 'no members left');
+    const m = await gw.metrics();
+    console.log(`join/disconnect race: ${metricValue(m, 'gateway_joins_total', { protocol: 'webrtcroom' })} + ${metricValue(m, 'gateway_joins_total', { protocol: 'chatroom' })} joins accepted`);
+  } finally {
+    await gw.stop();
+  }
+});

@@ -419,6 +419,7 @@ impl Chatroom {
                         reason,
                         format!("too many rooms on this server ({max})"),
                     ),
+                    Refusal::ConnectionClosed => refused_by("closed", reason, "connection closed"),
                 });
             }
         };
@@ -556,7 +557,9 @@ impl Chatroom {
                 };
                 return self.join_as(socket, join);
             }
-            Err(e @ (RebindError::Mismatch | RebindError::ConnBusy)) => {
+            Err(
+                e @ (RebindError::Mismatch | RebindError::ConnBusy | RebindError::ConnectionClosed),
+            ) => {
                 return Err(refused("reconnect", e.to_string()));
             }
         };

@@ -302,16 +302,18 @@ impl<P: Protocol> DisconnectHandler<LocalAdapter, InOrder> for Inbound<P> {
     }
 }
 
-/// Whether `socket` may still be bound to a room: it is connected and its disconnect has not
-/// been handled. Core calls that bind a connection check this under the state lock; the
-/// disconnect handling marks the socket before it takes that lock, so a join racing a
-/// disconnect either happens before it (and is undone by it) or is refused.
-pub fn is_open(socket: &SocketRef) -> bool {
-    socket.connected()
-        && !socket
-            .extensions
-            .get::<Arc<ConnState>>()
-            .is_some_and(|state| state.departed())
+/// A socket may be bound to a room while it is connected and its disconnect has not been
+/// handled. The core checks this under the state lock; the disconnect handling marks the
+/// socket before it takes that lock, so a join racing a disconnect either happens before it
+/// (and is undone by it) or is refused.
+impl crate::core::Handle for SocketRef {
+    fn is_open(&self) -> bool {
+        self.connected()
+            && !self
+                .extensions
+                .get::<Arc<ConnState>>()
+                .is_some_and(|state| state.departed())
+    }
 }
 
 /// Sends one event to one socket, counting the outcome. Never waits: a full send buffer

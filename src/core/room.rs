@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::core::ConnId;
+use crate::core::{ConnId, Handle};
 use crate::store::{Link, Member, MemoryStore, Table};
 
 /// The rooms of one realm and the rules that govern them.
@@ -128,6 +128,9 @@ pub enum Refusal {
         /// The configured limit.
         max: usize,
     },
+    /// The connection closed before the join was handled.
+    #[error("the connection is closed")]
+    ConnectionClosed,
 }
 
 impl Refusal {
@@ -138,6 +141,7 @@ impl Refusal {
             Refusal::NameTaken => "name_taken",
             Refusal::MemberIdInUse => "member_id_in_use",
             Refusal::TooManyRooms { .. } => "max_rooms",
+            Refusal::ConnectionClosed => "connection_closed",
         }
     }
 }
@@ -228,7 +232,7 @@ impl<H> Default for Rooms<H> {
     }
 }
 
-impl<H: Clone> Rooms<H> {
+impl<H: Handle> Rooms<H> {
     /// An empty realm.
     pub fn new() -> Self {
         Self::default()
@@ -239,6 +243,9 @@ impl<H: Clone> Rooms<H> {
     /// Checks come before any change, so a refused join leaves the connection where it was.
     pub fn join(&self, req: Join<H>) -> Result<JoinOutcome<H>, Refusal> {
         let outcome = self.store.transact(|t| {
+            if !req.handle.is_open() {
+                return Err(Refusal::ConnectionClosed);
+            }
             if let Some((key, m)) = t.member_by_conn(req.conn) {
                 if m.room == req.room && *key == req.member {
                     let peers = peers_except(t, &m.room, key);
@@ -463,6 +470,14 @@ pub(super) fn remove_in<H: Clone>(t: &mut Table<H>, key: &Arc<str>) -> Option<De
         remaining,
         linked,
     })
+}
+
+/// Test handles are always open.
+#[cfg(test)]
+impl Handle for u32 {
+    fn is_open(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
