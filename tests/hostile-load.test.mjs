@@ -181,3 +181,70 @@ test('joins racing their own disconnect leave no ghost member: /api/rooms and me
     await gw.stop();
   }
 });
+
+async function chat(url) {
+  const s = ioV4(url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  await withTimeout(new Promise((resolve, reject) => { s.once('connect', resolve); s.once('connect_error', reject); }), 5000, 'connect');
+  return s;
+}
+
+/** Two chatroom members of `room`; B's join reaches A as getOffer. */
+async function chatPair(url, room) {
+  const a = await chat(url);
+  a.emit('join', { id: `${room}-a`, username: 'a', roomname: room });
+  const getOffer = next(a, 'getOffer');
+  const b = await chat(url);
+  b.emit('join', { id: `${room}-b`, username: 'b', roomname: room });
+  await getOffer;
+  return [a, b];
+}
+
+test('chatroom links: long streamType/connectorId and links beyond limits.max_links are refused with error limit; RSS stays flat', async () => {
+  const gw = await startGateway({ sets: ['limits.max_links=50'] });
+  const clients = [];
+  try {
+    const [a, b] = await chatPair(gw.urls.chatroom, 'links');
+    clients.push(a, b);
+    const errors = [];
+    a.on('error', (e) => errors.push(e));
+    let offers = 0;
+    b.on('offer', () => { offers += 1; });
+    const before = rssKiB(gw.child.pid);
+    const filler = 'x'.repeat(100_000);
+    for (let i = 0; i < 1500; i++) {
+      a.emit('offer', { remoteConnectorId: 'r', connectorId: `c${i}`, memberId: b.id, offer: { sdp: '' }, streamType: `${i}${filler}` });
+      if (i % 50 === 0) await sleep(1);
+    }
+    // One more relay through the same path marks the end of the flood.
+    const done = next(b, 'icecandidate', 30_000);
+    a.emit('icecandidate', { remoteConnectorId: 'r', memberId: b.id, candidate: 'end' });
+    await done;
+    await sleep(500);
+    const after = rssKiB(gw.child.pid);
+    console.log(`1,500 offers with 100 KB streamType values: ${errors.length} refused, ${offers} relayed; RSS ${before} -> ${after} KiB`);
+    assert.equal(offers, 0, 'no offer with a 100 KB streamType was relayed');
+    assert.equal(errors.length, 1500, 'each was refused');
+    assert.equal(errors[0].type, 'limit');
+    assert.ok(after - before < 16 * MiB, `RSS stayed flat (+${after - before} KiB)`);
+
+    // Distinct short stream kinds: links beyond max_links are refused, the rest relayed.
+    errors.length = 0;
+    for (let i = 0; i < 80; i++) {
+      a.emit('offer', { remoteConnectorId: 'r', connectorId: `k${i}`, memberId: b.id, offer: { sdp: '' }, streamType: `kind${i}` });
+    }
+    const end = next(b, 'icecandidate', 10_000);
+    a.emit('icecandidate', { remoteConnectorId: 'r', memberId: b.id, candidate: 'end' });
+    await end;
+    await sleep(200);
+    assert.equal(offers, 50, 'the first max_links links were relayed');
+    assert.equal(errors.length, 30, 'the others refused');
+    assert.match(errors[0].message, /too many links/);
+    // An offer that replaces a link (same stream kind) still goes through.
+    const again = next(b, 'offer');
+    a.emit('offer', { remoteConnectorId: 'r', connectorId: 'k0b', memberId: b.id, offer: { sdp: '' }, streamType: 'kind0' });
+    await again;
+  } finally {
+    for (const c of clients) c.close();
+    await gw.stop();
+  }
+});

@@ -220,6 +220,7 @@ mod tests {
                 Some(LinkNote {
                     connector: connector.into(),
                     stream: "user".into(),
+                    max_links: 0,
                 }),
             )
             .expect("routes");

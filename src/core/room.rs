@@ -105,6 +105,8 @@ pub struct LinkNote {
     pub connector: Arc<str>,
     /// The stream kind.
     pub stream: Arc<str>,
+    /// Most links the target may hold (a new one beyond it is refused); 0 for no limit.
+    pub max_links: usize,
 }
 
 /// Why a join was refused. Nothing changed.
@@ -161,6 +163,12 @@ pub enum RouteError {
     /// The target is a member but has no connection right now.
     #[error("target is not connected")]
     TargetAway,
+    /// Recording the link would give the target more than its maximum of links.
+    #[error("too many links to that member ({max})")]
+    TooManyLinks {
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl RouteError {
@@ -171,6 +179,7 @@ impl RouteError {
             RouteError::UnknownTarget => "unknown_target",
             RouteError::OtherRoom => "other_room",
             RouteError::TargetAway => "target_away",
+            RouteError::TooManyLinks { .. } => "max_links",
         }
     }
 }
@@ -336,6 +345,11 @@ impl<H: Handle> Rooms<H> {
                 target
                     .links
                     .retain(|l| !(l.peer == sender && l.stream == note.stream));
+                if note.max_links > 0 && target.links.len() >= note.max_links {
+                    return Err(RouteError::TooManyLinks {
+                        max: note.max_links,
+                    });
+                }
                 target.links.push(Link {
                     peer: sender.clone(),
                     peer_epoch: sender_epoch,
@@ -619,6 +633,27 @@ mod tests {
         let by_conn = |c, to| f.rooms.route(c, Target::Conn(to), None);
         assert_eq!(&*by_conn(b, a).unwrap().sender, "b");
         assert_eq!(by_conn(b, c).unwrap_err(), RouteError::OtherRoom);
+    }
+
+    #[test]
+    fn links_per_member_are_capped_but_a_link_can_be_replaced() {
+        let f = Fixture::new();
+        let (a, b) = (ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 0).unwrap();
+        f.join("r", "b", b, 0).unwrap();
+        let note = |stream: &str| LinkNote {
+            connector: "c".into(),
+            stream: stream.into(),
+            max_links: 2,
+        };
+        let link = |stream| f.rooms.route(a, Target::Member("b"), Some(note(stream)));
+        assert!(link("user").is_ok());
+        assert!(link("display").is_ok());
+        assert_eq!(
+            link("third").unwrap_err(),
+            RouteError::TooManyLinks { max: 2 }
+        );
+        assert!(link("user").is_ok(), "replacing a link adds none");
     }
 
     #[test]
