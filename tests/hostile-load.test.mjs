@@ -248,3 +248,43 @@ test('chatroom links: long streamType/connectorId and links beyond limits.max_li
     await gw.stop();
   }
 });
+
+test('a flood of dropped messages writes a few log lines, while the drop counter counts every one', async () => {
+  const gw = await startGateway({
+    sets: ['webrtcroom.engine.send_buffer=16', 'limits.slow_consumer_drops=0'],
+  });
+  const clients = [];
+  try {
+    const url = new URL(gw.urls.webrtcroom);
+    const slow = await pausedReceiver(url, 'drops');
+    let received = 0;
+    slow.ws.on('message', (data) => { if (data.toString().startsWith('42["offer"')) received += 1; });
+    const sender = await webrtc(gw.urls.webrtcroom);
+    clients.push(sender);
+    sender.emit('createAndJoinRoom', { room: 'drops' });
+    await next(sender, 'created');
+    const linesBefore = gw.stderr().split('\n').length;
+    const sdp = 's'.repeat(16 * 1024);
+    const sent = 2000;
+    for (let i = 0; i < sent; i++) {
+      sender.emit('offer', { from: sender.id, to: slow.sid, room: 'drops', sdp, i });
+      if (i % 100 === 0) await sleep(1);
+    }
+    const dropped = async () => metricValue(await gw.metrics(), 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'send_buffer_full' });
+    // The flood is over once the drop count stops moving.
+    let last = -1;
+    await eventually(async () => { const d = await dropped(); const still = d === last; last = d; await sleep(300); return still && d > 0; }, 20_000, 'drops settle');
+    const lines = gw.stderr().split('\n').length - linesBefore;
+    console.log(`drop flood: ${last} drops counted, ${lines} log lines`);
+    assert.ok(last > 500, `the flood made drops (${last})`);
+    assert.ok(lines <= 10, `stderr stayed small: ${lines} lines for ${last} drops`);
+    // Exact count: what the receiver gets once it reads again, plus what was counted as
+    // dropped, is everything that was sent to it.
+    slow.ws._socket.resume(); slow.ws.resume();
+    await eventually(async () => received + (await dropped()) === sent, 15_000, `received ${received} + dropped = ${sent}`);
+    slow.ws.terminate();
+  } finally {
+    for (const c of clients) c.close();
+    await gw.stop();
+  }
+});
