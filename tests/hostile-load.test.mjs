@@ -288,3 +288,37 @@ test('a flood of dropped messages writes a few log lines, while the drop counter
     await gw.stop();
   }
 });
+
+test('chatroom join-then-drop flood at max_rooms: a fresh client from 127.0.0.2 still joins a new room', async () => {
+  const gw = await startGateway({ sets: ['chatroom.limits.max_rooms=30', 'chatroom.reconnect_grace=60s'] });
+  const clients = [];
+  try {
+    const url = new URL(gw.urls.chatroom);
+    // One source fills every room slot with members that join and drop at once: they stay
+    // away for the whole grace period.
+    for (let round = 0; round < 3; round++) {
+      const batch = [];
+      for (let i = 0; i < 30; i++) {
+        const n = round * 30 + i;
+        batch.push(joinAndVanish(url, 4, [`42["join",{"id":"flood-${n}","username":"f${n}","roomname":"flood-${n}"}]`]));
+      }
+      await Promise.all(batch);
+    }
+    await eventually(async () => (await (await fetch(`${gw.urls.admin}/api/rooms`)).json()).chatroom.room_count === 30, 5000, 'max_rooms filled');
+    const fresh = ioV4(gw.urls.chatroom, { forceNew: true, reconnection: false, transports: ['websocket'], localAddress: '127.0.0.2' });
+    clients.push(fresh);
+    await withTimeout(new Promise((resolve, reject) => { fresh.once('connect', resolve); fresh.once('connect_error', reject); }), 5000, 'connect');
+    const refused = new Promise((resolve) => fresh.once('error', resolve));
+    fresh.emit('join', { id: 'fresh', username: 'fresh', roomname: 'live-room' });
+    // The joiner hears nothing on success; a relay to itself confirms it is a member.
+    const echo = next(fresh, 'icecandidate');
+    fresh.emit('icecandidate', { remoteConnectorId: 'self', memberId: fresh.id, candidate: { joined: true } });
+    const outcome = await Promise.race([echo.then(() => 'joined'), refused.then((e) => `refused: ${JSON.stringify(e)}`)]);
+    assert.equal(outcome, 'joined');
+    const rooms = await (await fetch(`${gw.urls.admin}/api/rooms`)).json();
+    assert.ok(rooms.chatroom.room_count <= 30, 'max_rooms still holds');
+  } finally {
+    for (const c of clients) c.close();
+    await gw.stop();
+  }
+});

@@ -271,7 +271,12 @@ impl<H: Handle> Rooms<H> {
             }
             let opens_room = t.room(&req.room).is_none();
             if opens_room && req.max_rooms > 0 && t.room_count() >= req.max_rooms {
-                return Err(Refusal::TooManyRooms { max: req.max_rooms });
+                // Rooms of members that are all away (in a reconnect grace period) give way
+                // to a live join, oldest first: dropped connections cannot hold the slots.
+                let Some(away) = t.oldest_away_room() else {
+                    return Err(Refusal::TooManyRooms { max: req.max_rooms });
+                };
+                close_away_room(t, &away);
             }
             if let Some(room) = t.room(&req.room) {
                 if req.capacity > 0 && room.members.len() >= req.capacity {
@@ -443,6 +448,20 @@ pub(super) fn peers_except<H: Clone>(t: &Table<H>, room: &str, except: &str) -> 
         .unwrap_or_default()
 }
 
+/// Removes a room whose members are all away. Nobody is connected to be told; a member that
+/// comes back later finds itself unknown, as after its grace period.
+fn close_away_room<H: Clone>(t: &mut Table<H>, room: &str) {
+    let members = t.room(room).map(|r| r.members.clone()).unwrap_or_default();
+    for key in &members {
+        t.remove(key);
+    }
+    tracing::info!(
+        room,
+        members = members.len(),
+        "room of away members closed for a live join (max_rooms reached)"
+    );
+}
+
 fn leave_in<H: Clone>(t: &mut Table<H>, conn: ConnId) -> Option<Departure<H>> {
     let key = t.member_by_conn(conn)?.0.clone();
     remove_in(t, &key)
@@ -608,6 +627,30 @@ mod tests {
             Refusal::TooManyRooms { max: 3 }
         );
         assert!(f.join("r0", "y", ConnId::new(), 0).is_ok());
+    }
+
+    #[test]
+    fn at_the_room_limit_the_oldest_room_of_away_members_gives_way() {
+        let f = Fixture::new();
+        let conns: Vec<ConnId> = (0..3).map(|_| ConnId::new()).collect();
+        for (i, c) in conns.iter().enumerate() {
+            f.join(&format!("r{i}"), &format!("m{i}"), *c, 0).unwrap();
+        }
+        f.rooms.store.transact(|t| {
+            t.unbind("m1");
+            t.unbind("m0");
+        });
+        assert!(f.join("r3", "x", ConnId::new(), 0).is_ok());
+        assert!(
+            f.rooms.store.transact(|t| t.room("r1").is_none()),
+            "r1 was away first"
+        );
+        assert!(f.join("r4", "y", ConnId::new(), 0).is_ok());
+        assert_eq!(
+            f.join("r5", "z", ConnId::new(), 0).unwrap_err(),
+            Refusal::TooManyRooms { max: 3 },
+            "rooms with a connected member never give way"
+        );
     }
 
     #[test]
