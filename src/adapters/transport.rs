@@ -20,8 +20,9 @@ use std::net::SocketAddr;
 use axum::extract::ConnectInfo;
 use socketioxide::extract::SocketRef;
 
-/// Shuts down the TCP connection `socket`'s session was opened on, if it is still open and
-/// is a WebSocket. Returns whether a connection was shut down.
+/// Shuts down the TCP connection `socket`'s session was opened on, if it is a WebSocket. The
+/// descriptor scan runs on the blocking pool when there is a runtime (it costs a system call
+/// per open descriptor). Returns whether a shutdown was started.
 pub fn shut_down(socket: &SocketRef) -> bool {
     if socket.transport_type() != socketioxide::TransportType::Websocket {
         return false;
@@ -34,7 +35,16 @@ pub fn shut_down(socket: &SocketRef) -> bool {
     else {
         return false;
     };
-    shut_down_peer(peer)
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || {
+                let shut = shut_down_peer(peer);
+                tracing::debug!(%peer, shut, "slow receiver's connection shut down");
+            });
+            true
+        }
+        Err(_) => shut_down_peer(peer),
+    }
 }
 
 /// Shuts down the process's TCP socket connected to `peer`.
