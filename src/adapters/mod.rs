@@ -68,6 +68,8 @@ pub trait Realm: Send + Sync {
     fn name(&self) -> &'static str;
     /// Rooms and their members.
     fn rooms(&self) -> Vec<RoomView>;
+    /// One room and its members.
+    fn room(&self, name: &str) -> Option<RoomView>;
     /// Number of rooms and members.
     fn sizes(&self) -> (usize, usize);
     /// Open connections, by Engine.IO version and transport.
@@ -128,6 +130,9 @@ impl Realm for SocketRealm {
     }
     fn rooms(&self) -> Vec<RoomView> {
         self.rooms.snapshot(describe)
+    }
+    fn room(&self, name: &str) -> Option<RoomView> {
+        self.rooms.room_snapshot(name, describe)
     }
     fn sizes(&self) -> (usize, usize) {
         self.rooms.sizes()

@@ -44,7 +44,7 @@ pub async fn room(
             Json(json!({ "error": format!("no protocol {protocol:?} is served") })),
         );
     };
-    match realm.rooms().into_iter().find(|r| r.name == room) {
+    match realm.room(&room) {
         Some(view) => (StatusCode::OK, Json(json!(view))),
         None => (
             StatusCode::NOT_FOUND,

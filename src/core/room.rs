@@ -391,41 +391,91 @@ impl<H: Handle> Rooms<H> {
 
     /// Every room with its members, for operators; `describe` tells what it can about a
     /// connection handle (the core does not know what a handle is).
+    ///
+    /// Only reference counts are taken under the state lock; names, times and connection
+    /// details are formatted after it is released, so an open dashboard does not hold up
+    /// relays (it asks once a second, for every room).
     pub fn snapshot(&self, describe: impl Fn(&H) -> ConnInfo) -> Vec<RoomView> {
-        let mut rooms: Vec<RoomView> = self.store.transact(|t| {
+        let copied: Vec<RoomCopy<H>> = self.store.transact(|t| {
             t.rooms()
-                .map(|(name, room)| RoomView {
-                    name: name.to_string(),
-                    members: room
-                        .members
-                        .iter()
-                        .filter_map(|k| {
-                            let m = t.member(k)?;
-                            Some(MemberView {
-                                id: k.to_string(),
-                                name: m.name.as_deref().map(str::to_owned),
-                                connection: m.last_conn.to_string(),
-                                state: if m.handle.is_some() {
-                                    "connected"
-                                } else {
-                                    "away"
-                                },
-                                joined_at: humantime::format_rfc3339_seconds(m.joined_at)
-                                    .to_string(),
-                                conn: m.handle.as_ref().map(&describe),
-                            })
-                        })
-                        .collect(),
-                })
+                .map(|(name, room)| copy_room(t, name, &room.members))
                 .collect()
         });
+        let mut rooms: Vec<RoomView> = copied.into_iter().map(|r| r.view(&describe)).collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         rooms
+    }
+
+    /// One room with its members, for operators, without copying the others.
+    pub fn room_snapshot(&self, room: &str, describe: impl Fn(&H) -> ConnInfo) -> Option<RoomView> {
+        let copied = self.store.transact(|t| {
+            let (name, r) = t.room_entry(room)?;
+            Some(copy_room(t, name, &r.members))
+        });
+        copied.map(|r| r.view(&describe))
     }
 
     /// Number of rooms and members now.
     pub fn sizes(&self) -> (usize, usize) {
         self.store.transact(|t| (t.room_count(), t.member_count()))
+    }
+}
+
+/// What an operators' view needs of a room, copied under the state lock (reference counts
+/// only) to be formatted after it.
+struct RoomCopy<H> {
+    name: Arc<str>,
+    members: Vec<MemberCopy<H>>,
+}
+
+struct MemberCopy<H> {
+    key: Arc<str>,
+    name: Option<Arc<str>>,
+    last_conn: ConnId,
+    joined_at: SystemTime,
+    handle: Option<H>,
+}
+
+fn copy_room<H: Clone>(t: &Table<H>, name: &Arc<str>, members: &[Arc<str>]) -> RoomCopy<H> {
+    RoomCopy {
+        name: name.clone(),
+        members: members
+            .iter()
+            .filter_map(|k| {
+                let m = t.member(k)?;
+                Some(MemberCopy {
+                    key: k.clone(),
+                    name: m.name.clone(),
+                    last_conn: m.last_conn,
+                    joined_at: m.joined_at,
+                    handle: m.handle.clone(),
+                })
+            })
+            .collect(),
+    }
+}
+
+impl<H> RoomCopy<H> {
+    fn view(self, describe: &impl Fn(&H) -> ConnInfo) -> RoomView {
+        RoomView {
+            name: self.name.to_string(),
+            members: self
+                .members
+                .into_iter()
+                .map(|m| MemberView {
+                    id: m.key.to_string(),
+                    name: m.name.as_deref().map(str::to_owned),
+                    connection: m.last_conn.to_string(),
+                    state: if m.handle.is_some() {
+                        "connected"
+                    } else {
+                        "away"
+                    },
+                    joined_at: humantime::format_rfc3339_seconds(m.joined_at).to_string(),
+                    conn: m.handle.as_ref().map(describe),
+                })
+                .collect(),
+        }
     }
 }
 

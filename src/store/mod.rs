@@ -125,6 +125,11 @@ impl<H> Table<H> {
         self.rooms.get(name)
     }
 
+    /// The room named `name`, with its name as stored (shared, not copied).
+    pub fn room_entry(&self, name: &str) -> Option<(&Arc<str>, &Room)> {
+        self.rooms.get_key_value(name)
+    }
+
     /// The member with key `key`, to change it. Use [`Table::bind`] and [`Table::unbind`]
     /// for its connection, which is indexed.
     pub fn member_mut(&mut self, key: &str) -> Option<&mut Member<H>> {
