@@ -242,6 +242,13 @@ pub struct Limits {
     /// Engine.IO v4 session that sends no Socket.IO CONNECT within it, is closed.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Bytes that may be waiting in one receiver's send buffer (an upper bound counted on
+    /// delivery, see `adapters::budget`); a receiver that would exceed it is closed as too
+    /// slow. 0: no byte budget (the buffer is then bounded by `engine.send_buffer` messages).
+    pub send_budget: usize,
+    /// Links (peer, stream kind) recorded on one member; an `offer`/`answer` that would add
+    /// one more is refused. The chatroom client makes at most three per peer.
+    pub max_links: usize,
 }
 
 impl Default for Limits {
@@ -262,6 +269,8 @@ impl Default for Limits {
             connect_burst: 20.0,
             trusted_proxies: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            send_budget: 8 * 1024 * 1024,
+            max_links: 1024,
         }
     }
 }
@@ -297,6 +306,10 @@ pub struct LimitsOverride {
     /// See [`Limits::handshake_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub handshake_timeout: Option<Duration>,
+    /// See [`Limits::send_budget`].
+    pub send_budget: Option<usize>,
+    /// See [`Limits::max_links`].
+    pub max_links: Option<usize>,
 }
 
 impl Limits {
@@ -323,6 +336,8 @@ impl Limits {
                 .clone()
                 .unwrap_or_else(|| self.trusted_proxies.clone()),
             handshake_timeout: o.handshake_timeout.unwrap_or(self.handshake_timeout),
+            send_budget: o.send_budget.unwrap_or(self.send_budget),
+            max_links: o.max_links.unwrap_or(self.max_links),
         }
     }
 }
@@ -897,6 +912,18 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
     if l.max_name_length == 0 {
         return Err(ConfigError::invalid(
             format!("{section}.max_name_length"),
+            "must be at least 1",
+        ));
+    }
+    if l.send_budget != 0 && l.send_budget < l.max_payload {
+        return Err(ConfigError::invalid(
+            format!("{section}.send_budget"),
+            "must be 0 (off) or at least max_payload, so one largest message fits",
+        ));
+    }
+    if l.max_links == 0 {
+        return Err(ConfigError::invalid(
+            format!("{section}.max_links"),
             "must be at least 1",
         ));
     }

@@ -42,7 +42,7 @@ impl WebRtcRoom {
         let adapter = Arc::new(Self {
             rooms: Arc::new(Rooms::new()),
             max_room_size: config.max_room_size,
-            gate: Gate::new(limits),
+            gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
             tokens: access::tokens_for(NAME, &config.token),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
