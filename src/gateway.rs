@@ -80,7 +80,7 @@ pub async fn run(
             metrics,
             ready.clone(),
             realms.clone(),
-            config.admin.token.clone(),
+            config.admin.token.as_ref().map(|t| t.expose().to_owned()),
         ));
         let listen = config.admin.listen;
         let h = handle.clone();
@@ -167,6 +167,11 @@ impl Mount {
 
     /// Binds the protocol's adapter to `io`; returns it and its namespace.
     fn bind<'c>(self, io: &SocketIo, config: &'c Config) -> (Bound, &'c str) {
+        let labels = match self {
+            Mount::WebRtcRoom => &crate::adapters::webrtcroom::LABELS,
+            Mount::Chatroom => &crate::adapters::chatroom::LABELS,
+        };
+        crate::stats::register(self.name(), &[&crate::adapters::SHARED_LABELS, labels]);
         match self {
             Mount::WebRtcRoom => {
                 let w = &config.webrtcroom;

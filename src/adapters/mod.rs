@@ -325,3 +325,33 @@ pub fn deliver<T: ?Sized + Serialize>(
         }
     }
 }
+
+/// Label values every adapter can count: the connection guard's limits, frame decoding,
+/// delivery to send buffers, and the core's refusals and routing errors. Each adapter adds
+/// its own list; see [`stats::register`].
+pub const SHARED_LABELS: stats::Known = stats::Known {
+    sent: &[],
+    relayed: &[],
+    dropped: &[
+        "send_buffer_full",
+        "receiver_closed",
+        "encode_error",
+        "slow_consumer_disconnect",
+        "not_joined",
+        "unknown_target",
+        "other_room",
+        "target_away",
+    ],
+    refused: &[
+        "max_connections",
+        "payload_size",
+        "rate",
+        "flood_disconnect",
+        "name_length",
+        "room_full",
+        "name_taken",
+        "member_id_in_use",
+        "max_rooms",
+    ],
+    bad_input: &["binary", "malformed_frame", "internal_error"],
+};

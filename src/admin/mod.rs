@@ -59,6 +59,11 @@ const HANDLING_BUCKETS: [f64; 12] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
 ];
 
+/// The process's own figures (RSS, CPU seconds, open file descriptors, start time, threads),
+/// read from `/proc` at each scrape under the usual `process_*` names.
+static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+    std::sync::LazyLock::new(metrics_process::Collector::default);
+
 /// Installs the process-wide metrics recorder. Call once, before anything is counted, from
 /// inside the runtime.
 ///
@@ -74,6 +79,9 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    metrics::gauge!("gateway_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    PROCESS.describe();
+    PROCESS.collect();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -145,6 +153,7 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<serde_json
 
 async fn metrics(State(state): State<AdminState>) -> String {
     // Gauges are read from the live state at scrape time, so they can never lag behind it.
+    PROCESS.collect();
     for realm in state.realms.iter() {
         let (rooms, members) = realm.sizes();
         stats::set_sizes(realm.name(), rooms, members);
