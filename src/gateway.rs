@@ -17,7 +17,7 @@ use crate::adapters::webrtcroom::WebRtcRoom;
 use crate::adapters::{Bound, Realm};
 use crate::admin::{self, AdminState};
 use crate::config::{same_address, Config};
-use crate::endpoints::{self, demo, Endpoint, Listener, StaticFiles};
+use crate::endpoints::{self, demo, home, Endpoint, Listener, StaticFiles};
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -28,7 +28,7 @@ pub async fn run(
     let ready = Arc::new(AtomicBool::new(false));
 
     let mut realms: Vec<Arc<dyn Realm>> = Vec::new();
-    let mut listeners: Vec<(Listener, String)> = Vec::new();
+    let mut listeners: Vec<(Listener, String, Vec<String>)> = Vec::new();
     for (endpoint, mounts) in plan(&config) {
         let what = endpoint
             .namespaces
@@ -38,29 +38,49 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(", ");
         let alone = mounts.len() == 1;
+        let serves_root = endpoint.static_files.is_some();
+        let demos: Vec<&str> = mounts
+            .iter()
+            .filter(|m| m.demo(&config))
+            .map(|m| m.name())
+            .collect();
         let listener = endpoints::build(endpoint, |io| {
             let mut routes = Router::new();
+            let mut served = Vec::new();
             for mount in &mounts {
                 let (bound, namespace) = mount.bind(io, &config);
                 realms.push(bound.realm);
                 routes = routes.merge(bound.routes);
-                if mount.demo(&config) {
-                    let name = mount.name();
+                let name = mount.name();
+                let demo = mount.demo(&config);
+                if demo {
                     routes = routes.merge(demo::routes(&format!("/demo/{name}"), name, namespace));
                     if alone {
                         routes = routes.merge(demo::routes("/demo", name, namespace));
                     }
                 }
+                served.push(home::Served {
+                    name,
+                    namespace: namespace.to_owned(),
+                    demo,
+                });
+            }
+            if !serves_root {
+                routes = routes.merge(home::routes(&served));
             }
             routes
         })?;
-        listeners.push((listener, what));
+        let links = demos
+            .iter()
+            .map(|name| format!("demo {{url}}/demo/{name}/"))
+            .collect();
+        listeners.push((listener, what, links));
     }
 
     let mut tasks = JoinSet::new();
     let mut handles = Vec::new();
     let mut ios: Vec<SocketIo> = Vec::new();
-    for (listener, what) in listeners {
+    for (listener, what, links) in listeners {
         let handle: Handle<SocketAddr> = Handle::new();
         handles.push(handle.clone());
         ios.push(listener.io.clone());
@@ -71,7 +91,7 @@ pub async fn run(
             .listening()
             .await
             .with_context(|| format!("{name}: could not bind"))?;
-        announce(&name, scheme, addr, &what);
+        announce(&name, scheme, addr, &what, &links);
     }
     if config.admin.enabled {
         let handle: Handle<SocketAddr> = Handle::new();
@@ -96,7 +116,8 @@ pub async fn run(
             "admin",
             "http",
             addr,
-            "dashboard /, /healthz /readyz /metrics /api/rooms",
+            "/healthz /readyz /metrics /api/rooms",
+            &["dashboard {url}/".to_owned()],
         );
     }
     ready.store(true, Ordering::Release);
@@ -253,12 +274,20 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
     planned
 }
 
-/// Prints where a listener is reachable (also what tests read to find ephemeral ports).
-fn announce(name: &str, scheme: &str, addr: SocketAddr, what: &str) {
+/// Prints where a listener is reachable, once, on one line: `<name> listening on <url>
+/// (<what>)` (what tests read to find ephemeral ports), then the pages to open, each of
+/// `links` with `{url}` replaced by a URL a browser on this machine can open.
+fn announce(name: &str, scheme: &str, addr: SocketAddr, what: &str, links: &[String]) {
     let url = format!("{scheme}://{addr}");
-    println!("{name} listening on {url} ({what})");
-    if addr.ip().is_unspecified() {
-        println!("{name}   reachable as {scheme}://localhost:{}", addr.port());
+    let local = if addr.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", addr.port())
+    } else {
+        url.clone()
+    };
+    let mut line = format!("{name} listening on {url} ({what})");
+    for link in links {
+        line.push_str("; ");
+        line.push_str(&link.replace("{url}", &local));
     }
-    tracing::info!(%name, %url, "listening");
+    println!("{line}");
 }

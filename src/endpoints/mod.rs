@@ -3,6 +3,7 @@
 //! adapters bound to their namespaces.
 
 pub mod demo;
+pub mod home;
 mod legacy;
 mod legacy_ws;
 mod tls;
