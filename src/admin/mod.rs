@@ -7,6 +7,7 @@
 
 mod api;
 mod dashboard;
+mod history;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,20 +36,25 @@ pub struct AdminState {
     realms: Arc<Vec<Arc<dyn Realm>>>,
     /// Required bearer token, if any.
     token: Option<Arc<str>>,
+    /// Recent per-second totals, for the dashboard's chart.
+    history: Arc<history::History>,
 }
 
 impl AdminState {
-    /// State for the admin routes.
+    /// State for the admin routes; starts sampling the totals for the dashboard (so call it
+    /// inside the runtime).
     pub fn new(
         metrics: PrometheusHandle,
         ready: Arc<AtomicBool>,
         realms: Vec<Arc<dyn Realm>>,
         token: Option<String>,
     ) -> Self {
+        let realms = Arc::new(realms);
         Self {
             metrics,
             ready,
-            realms: Arc::new(realms),
+            history: history::History::start(realms.clone()),
+            realms,
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
         }
     }
