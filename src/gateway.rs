@@ -18,6 +18,7 @@ use crate::adapters::{Bound, Realm};
 use crate::admin::{self, AdminState};
 use crate::config::{same_address, Config};
 use crate::endpoints::{self, demo, home, Endpoint, Listener, StaticFiles};
+use crate::reload::Reloadable;
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -29,6 +30,7 @@ pub async fn run(
 
     let mut realms: Vec<Arc<dyn Realm>> = Vec::new();
     let mut listeners: Vec<(Listener, String, Vec<String>)> = Vec::new();
+    let mut reloadable = Vec::new();
     for (endpoint, mounts) in plan(&config) {
         let what = endpoint
             .namespaces
@@ -44,6 +46,7 @@ pub async fn run(
             .filter(|m| m.demo(&config))
             .map(|m| m.name())
             .collect();
+        let (tls, key_name) = endpoint.tls.clone();
         let listener = endpoints::build(endpoint, |io| {
             let mut routes = Router::new();
             let mut served = Vec::new();
@@ -74,8 +77,17 @@ pub async fn run(
             .iter()
             .map(|name| format!("demo {{url}}/demo/{name}/"))
             .collect();
+        if let Some(live) = listener.tls() {
+            reloadable.push(Reloadable {
+                name: listener.name.clone(),
+                live,
+                tls,
+                key_name,
+            });
+        }
         listeners.push((listener, what, links));
     }
+    crate::reload::on_sighup(reloadable)?;
 
     let mut tasks = JoinSet::new();
     let mut handles = Vec::new();

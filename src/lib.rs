@@ -12,6 +12,7 @@ pub mod core;
 pub mod endpoints;
 pub mod gateway;
 pub mod memory;
+pub mod reload;
 pub mod secret;
 pub mod shutdown;
 pub mod stats;

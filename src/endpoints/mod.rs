@@ -6,7 +6,7 @@ pub mod demo;
 pub mod home;
 mod legacy;
 mod legacy_ws;
-mod tls;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +70,11 @@ impl Listener {
         } else {
             "http"
         }
+    }
+
+    /// The live TLS settings, shared with the server (for reloading certificates).
+    pub fn tls(&self) -> Option<RustlsConfig> {
+        self.tls.clone()
     }
 
     /// Serves until `handle` is told to shut down.
