@@ -155,17 +155,30 @@ impl Layers {
 
 impl Layer {
     /// A layer holding one value given as a string (an environment variable or a `--set`
-    /// flag), typed the way figment types environment values ("5" is a number, "off" a
-    /// string).
+    /// flag): a TOML value if it reads as one (`5`, `true`, `"quoted"`, `{ cert = "…" }`),
+    /// else the string itself (`off`, `127.0.0.1:8443`, `15 seconds`).
     fn single(name: String, path: &[String], raw: &str) -> Self {
-        let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.to_owned()));
         let mut root = Dict::new();
-        insert_path(&mut root, path, value);
+        insert_path(&mut root, path, typed(raw));
         Self {
             metadata: Metadata::named(name),
             root,
         }
     }
+}
+
+/// `raw` as a TOML value, or as a string when it is not one.
+fn typed(raw: &str) -> Value {
+    #[derive(serde::Deserialize)]
+    struct One {
+        v: Value,
+    }
+    if raw.contains(['\n', '\r']) {
+        return Value::from(raw.to_owned());
+    }
+    toml::from_str::<One>(&format!("v = {raw}"))
+        .map(|one| one.v)
+        .unwrap_or_else(|_| Value::from(raw.to_owned()))
 }
 
 /// Parses a TOML file; a syntax error is one line, `path:line:column: message`.
@@ -256,5 +269,30 @@ fn remove_path(dict: &mut Dict, path: &[String]) -> bool {
             Some(Value::Dict(_, inner)) => remove_path(inner, rest),
             _ => false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_are_toml_values_or_strings() {
+        assert!(matches!(typed("5"), Value::Num(..)));
+        assert!(matches!(typed("false"), Value::Bool(..)));
+        assert!(matches!(
+            typed("{ cert = \"a\", key = \"b\" }"),
+            Value::Dict(..)
+        ));
+        for text in ["off", "127.0.0.1:8443", "15 seconds", "/chat", "1\nx = 2"] {
+            assert_eq!(typed(text).into_string().as_deref(), Some(text), "{text}");
+        }
+        assert_eq!(typed("\"quoted\"").into_string().as_deref(), Some("quoted"));
+    }
+
+    #[test]
+    fn positions_count_lines_and_characters() {
+        assert_eq!(line_and_column("ab\ncdé f", 8), (2, 5));
+        assert_eq!(line_and_column("x", 0), (1, 1));
     }
 }
