@@ -234,3 +234,33 @@ pub fn register(protocol: &'static str, known: &[&Known]) {
     drop(counters);
     slot(protocol);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::adapters::SHARED_LABELS;
+    use crate::core::{Refusal, RouteError};
+
+    /// The core's reasons are registered at start (a reason missing from the list would only
+    /// appear after its first event).
+    #[test]
+    fn shared_labels_cover_the_core_reasons() {
+        let refusals = [
+            Refusal::RoomFull { capacity: 1 },
+            Refusal::NameTaken,
+            Refusal::MemberIdInUse,
+            Refusal::TooManyRooms { max: 1 },
+        ];
+        for r in refusals {
+            assert!(SHARED_LABELS.refused.contains(&r.kind()), "{}", r.kind());
+        }
+        let routes = [
+            RouteError::NotJoined,
+            RouteError::UnknownTarget,
+            RouteError::OtherRoom,
+            RouteError::TargetAway,
+        ];
+        for r in routes {
+            assert!(SHARED_LABELS.dropped.contains(&r.kind()), "{}", r.kind());
+        }
+    }
+}
