@@ -105,7 +105,9 @@ test('opened late, the dashboard draws the recent traffic at once and keeps long
     await page.goto(`${gw.urls.admin}/`, { timeout: 15_000 });
     await page.waitForSelector('#conn.live', { timeout: 10_000 });
     await page.locator('[data-protocol="chatroom"] tr.room[data-room="wide"]').waitFor({ timeout: 5000 });
-    // Right after connecting, the chart already holds several seconds with traffic.
+    // Right after connecting, the chart holds the seconds with traffic from before the page
+    // was opened (without the gateway's history it would only fill with zeros from now on).
+    await page.waitForFunction(() => history.webrtcroom?.relayed.length >= 3, null, { timeout: 10_000 });
     const rates = await page.evaluate(() => history.webrtcroom.relayed);
     assert.ok(rates.length >= 3, `rates at connect: ${JSON.stringify(rates)}`);
     assert.ok(rates.some((r) => r > 0), `some traffic in ${JSON.stringify(rates)}`);
