@@ -81,8 +81,9 @@ test('opened late, the dashboard draws the recent traffic at once and keeps long
   const clients = [];
   const browser = await launchBrowser();
   try {
-    const longId = `member-${'x'.repeat(180)}`;
-    for (const [id, name] of [[longId, 'long'], ['short', 'short']]) {
+    // Ids such as several UUIDs joined, and names with spaces, have places to break a line.
+    const longId = Array.from({ length: 4 }, () => crypto.randomUUID()).join('-');
+    for (const [id, name] of [[longId, 'a rather long user name with spaces in it'], ['short', 'short']]) {
       const s = ioV4(gw.urls.chatroom, { forceNew: true, reconnection: false });
       await once(s, 'connect');
       s.emit('join', { id, username: name, roomname: 'wide' });
