@@ -858,3 +858,26 @@ async fn check_username(
         ),
     }
 }
+
+/// What this protocol counts beyond [`super::SHARED_LABELS`], so that every series exists
+/// from the start.
+pub const LABELS: stats::Known = stats::Known {
+    sent: &[
+        "error",
+        "getOffer",
+        "leave",
+        "reconnect",
+        "offer",
+        "answer",
+        "icecandidate",
+    ],
+    relayed: &["offer", "answer", "icecandidate", "leave", "reconnect"],
+    dropped: &["no_target"],
+    refused: &["member_connected"],
+    bad_input: &[
+        "invalid",
+        "unknown_event",
+        "invalid_leave_entry",
+        "reconnect",
+    ],
+};

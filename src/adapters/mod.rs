@@ -432,3 +432,44 @@ fn close_slow(protocol: &'static str, to: &SocketRef, state: &ConnState, why: &'
     tracing::debug!(protocol, to = %to.id, shut, "slow receiver's transport shut down");
     crate::memory::trim_soon();
 }
+/// Label values every adapter can count: the connection guard's limits, frame decoding,
+/// delivery to send buffers, and the core's refusals and routing errors. Each adapter adds
+/// its own list; see [`stats::register`].
+pub const SHARED_LABELS: stats::Known = stats::Known {
+    sent: &[],
+    relayed: &[],
+    dropped: &[
+        "send_buffer_full",
+        "receiver_closed",
+        "encode_error",
+        "slow_consumer_disconnect",
+        "not_joined",
+        "unknown_target",
+        "other_room",
+        "target_away",
+        "send_budget",
+    ],
+    refused: &[
+        "max_connections",
+        "max_connections_per_ip",
+        "abandoned_handshake",
+        "origin_not_allowed",
+        "origin_missing",
+        "token_missing",
+        "token_malformed",
+        "token_expired",
+        "token_bad_signature",
+        "token_rejected",
+        "token_room",
+        "token_name",
+        "payload_size",
+        "rate",
+        "flood_disconnect",
+        "name_length",
+        "room_full",
+        "name_taken",
+        "member_id_in_use",
+        "max_rooms",
+    ],
+    bad_input: &["binary", "malformed_frame", "internal_error"],
+};

@@ -343,6 +343,22 @@ fn room_key(room: &RawValue) -> Option<Arc<str>> {
     }
 }
 
+/// What this protocol counts beyond [`super::SHARED_LABELS`], so that every series exists
+/// from the start.
+pub const LABELS: stats::Known = stats::Known {
+    sent: &["created", "joined", "exit", "offer", "answer", "candidate"],
+    relayed: &["offer", "answer", "candidate"],
+    dropped: &["spoofed_from"],
+    refused: &[],
+    bad_input: &[
+        "unknown_event",
+        "missing_payload",
+        "not_an_object",
+        "bad_field",
+        "bad_room",
+    ],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod aborted_poll;
 pub mod admission;
 pub mod demo;
 pub mod descriptors;
+pub mod home;
 mod legacy;
 mod legacy_ws;
 pub mod listener;
@@ -13,7 +14,7 @@ pub mod peer;
 mod session_binding;
 pub mod source;
 mod timeouts;
-mod tls;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +90,11 @@ impl Listener {
         } else {
             "http"
         }
+    }
+
+    /// The live TLS settings, shared with the server (for reloading certificates).
+    pub fn tls(&self) -> Option<RustlsConfig> {
+        self.tls.clone()
     }
 
     /// Serves the bound `listener` until `shutdown` turns true.
