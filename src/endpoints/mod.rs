@@ -5,6 +5,7 @@
 pub mod demo;
 mod legacy;
 mod legacy_ws;
+mod slim;
 mod tls;
 
 use std::net::SocketAddr;
@@ -135,6 +136,9 @@ pub fn build(
     let max_body = usize::try_from(e.max_payload).unwrap_or(usize::MAX);
     let router = routes
         .layer(layer)
+        .layer(tower::util::MapRequestLayer::new(
+            slim::owned_request::<axum::body::Body>,
+        ))
         .layer(axum::middleware::map_request(move |req: Request| {
             legacy::fix_request(max_body, req)
         }))
