@@ -286,6 +286,9 @@ pub struct EngineConfig {
     /// Packets queued per connection before a send counts as dropped. Sized for ICE bursts:
     /// a browser can emit dozens of candidates within milliseconds.
     pub send_buffer: usize,
+    /// Bytes of the read buffer each WebSocket connection allocates up front (tungstenite's
+    /// `read_buffer_size`). Smaller saves memory per idle client; larger reads more per call.
+    pub ws_read_buffer: usize,
 }
 
 impl Default for EngineConfig {
@@ -295,6 +298,7 @@ impl Default for EngineConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             send_buffer: 4096,
+            ws_read_buffer: 4096,
         }
     }
 }
@@ -501,12 +505,12 @@ impl Config {
         check_namespace("webrtcroom.namespace", &w.namespace)?;
         check_tls("webrtcroom.tls", &w.tls)?;
         check_static_dir("webrtcroom.static_dir", &w.static_dir)?;
-        check_engine("webrtcroom", &w.engine)?;
+        check_engine("webrtcroom.engine", &w.engine)?;
         let c = &self.chatroom;
         check_namespace("chatroom.namespace", &c.namespace)?;
         check_tls("chatroom.tls", &c.tls)?;
         check_static_dir("chatroom.static_dir", &c.static_dir)?;
-        check_engine("chatroom", &c.engine)?;
+        check_engine("chatroom.engine", &c.engine)?;
         for (section, limits) in [
             ("limits", self.limits.clone()),
             ("webrtcroom.limits", self.limits.with(&w.limits)),
@@ -806,6 +810,12 @@ fn check_engine(section: &str, e: &EngineConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if e.ws_read_buffer < 256 {
+        return Err(ConfigError::invalid(
+            format!("{section}.ws_read_buffer"),
+            "must be at least 256 bytes",
+        ));
+    }
     if e.ping_interval.is_zero() || e.ping_timeout.is_zero() {
         return Err(ConfigError::invalid(
             format!("{section}.ping_interval"),
@@ -899,6 +909,8 @@ mod tests {
             ),
             ("[webrtcroom]\nnamespace = \"chat\"\n", "webrtcroom.namespace"),
             ("[webrtcroom.engine]\nping_interval = \"soon\"\n", "webrtcroom.engine.ping_interval"),
+            ("[chatroom.engine]\nws_read_buffer = 100\n", "chatroom.engine.ws_read_buffer"),
+            ("[webrtcroom.engine]\nsend_buffer = 0\n", "webrtcroom.engine.send_buffer"),
             ("[nonsense]\nx = 1\n", "nonsense"),
         ];
         for (file, key) in cases {

@@ -117,6 +117,7 @@ pub fn build(
         .ws_max_message_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .max_buffer_size(e.send_buffer)
+        .ws_read_buffer_size(e.ws_read_buffer)
         .build_layer();
     let mut routes = bind_adapters(&io);
     if !endpoint.namespaces.iter().any(|ns| ns == "/") {
