@@ -360,6 +360,9 @@ pub struct EngineConfig {
     pub send_buffer: usize,
     /// Whether a long-polling session only answers the address that opened it.
     pub session_binding: SessionBinding,
+    /// Bytes of the read buffer each WebSocket connection allocates up front (tungstenite's
+    /// `read_buffer_size`). Smaller saves memory per idle client; larger reads more per call.
+    pub ws_read_buffer: usize,
 }
 
 /// What a long-polling session is bound to (`endpoints/session_binding.rs`).
@@ -381,6 +384,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             send_buffer: 4096,
             session_binding: SessionBinding::Address,
+            ws_read_buffer: 4096,
         }
     }
 }
@@ -554,12 +558,12 @@ impl Config {
         check_namespace("webrtcroom.namespace", &w.namespace)?;
         check_tls("webrtcroom.tls", &w.tls)?;
         check_static_dir("webrtcroom.static_dir", &w.static_dir)?;
-        check_engine("webrtcroom", &w.engine)?;
+        check_engine("webrtcroom.engine", &w.engine)?;
         let c = &self.chatroom;
         check_namespace("chatroom.namespace", &c.namespace)?;
         check_tls("chatroom.tls", &c.tls)?;
         check_static_dir("chatroom.static_dir", &c.static_dir)?;
-        check_engine("chatroom", &c.engine)?;
+        check_engine("chatroom.engine", &c.engine)?;
         for (section, limits) in [
             ("limits", self.limits.clone()),
             ("webrtcroom.limits", self.limits.with(&w.limits)),
@@ -845,6 +849,12 @@ fn check_engine(section: &str, e: &EngineConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if e.ws_read_buffer < 256 {
+        return Err(ConfigError::invalid(
+            format!("{section}.ws_read_buffer"),
+            "must be at least 256 bytes",
+        ));
+    }
     if e.ping_interval.is_zero() || e.ping_timeout.is_zero() {
         return Err(ConfigError::invalid(
             format!("{section}.ping_interval"),
@@ -938,6 +948,8 @@ mod tests {
             ),
             ("[webrtcroom]\nnamespace = \"chat\"\n", "webrtcroom.namespace"),
             ("[webrtcroom.engine]\nping_interval = \"soon\"\n", "webrtcroom.engine.ping_interval"),
+            ("[chatroom.engine]\nws_read_buffer = 100\n", "chatroom.engine.ws_read_buffer"),
+            ("[webrtcroom.engine]\nsend_buffer = 0\n", "webrtcroom.engine.send_buffer"),
             ("[nonsense]\nx = 1\n", "nonsense"),
         ];
         for (file, key) in cases {
