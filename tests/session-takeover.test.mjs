@@ -16,6 +16,9 @@ import {
   startTestGateway, socketIoV2Factory, socketIoV4Factory, connectClient, withTimeout,
 } from './lib/scenario.mjs';
 
+import { startGateway } from './lib/gateway.mjs';
+import { handshake as rawHandshake, post as rawPost } from './lib/engine-raw.mjs';
+
 const require = createRequire(import.meta.url);
 const WebSocket = require('ws');
 
@@ -222,5 +225,24 @@ test('chatroom: a member whose old connection is silently dead returns from a ne
   } finally {
     for (const c of clients) c.close();
     await gw2.stop();
+  }
+});
+
+test('behind a trusted proxy a polling session is bound to the client the proxy names, not to the proxy', async () => {
+  // Both "clients" reach the gateway through the same proxy address (127.0.0.1), which is
+  // trusted and names each client in X-Forwarded-For.
+  const gw = await startGateway({ sets: ['limits.trusted_proxies=["127.0.0.1"]'] });
+  try {
+    const victim = { 'x-forwarded-for': '198.51.100.7' };
+    const attacker = { 'x-forwarded-for': '198.51.100.66' };
+    const h = await rawHandshake(gw.urls.chatroom, { eio: 4, headers: victim });
+    assert.ok(h.sid, 'handshake opened a session');
+    const refused = await rawPost(gw.urls.chatroom, h.sid, '40', { eio: 4, headers: attacker });
+    assert.equal(refused.status, 400, `another client behind the proxy is refused: ${refused.body}`);
+    assert.match(refused.body, /Session ID unknown/);
+    const own = await rawPost(gw.urls.chatroom, h.sid, '40', { eio: 4, headers: victim });
+    assert.equal(own.status, 200, `the client itself still posts: ${own.body}`);
+  } finally {
+    await gw.stop();
   }
 });

@@ -45,8 +45,13 @@ impl Source {
     }
 }
 
-/// The peer address the listener recorded for a request, if any.
+/// The client's address for a request: the one a trusted proxy names for it when admission
+/// (`admission.rs`) resolved one, else the peer address the listener recorded. Behind a proxy
+/// every client would otherwise share the proxy's address.
 pub fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
+    if let Some(client) = extensions.get::<super::admission::Client>() {
+        return Some(client.ip);
+    }
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
