@@ -15,7 +15,9 @@ use super::node::check_key_part;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://host:port/db`; empty: one node, state in memory, no Redis.
+    /// `redis://host:port/db`; empty: one node, state in memory, no Redis. A password in it
+    /// is shown as `REDACTED` by `--check-config`.
+    #[serde(serialize_with = "url_without_password")]
     pub redis_url: String,
     /// The cluster's name, the prefix of every Redis key and channel, so several clusters
     /// can share one Redis.
@@ -39,6 +41,20 @@ impl Default for ClusterConfig {
             advertise_host: String::new(),
             node_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// Serializes a Redis URL with its password (if any) replaced, for `--check-config`.
+fn url_without_password<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    match redis::parse_redis_url(url) {
+        Some(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            s.serialize_str(parsed.as_str())
+        }
+        Some(_) => s.serialize_str(url),
+        // Not a URL the client understands: it may still hold a password, show none of it.
+        None if url.is_empty() => s.serialize_str(""),
+        None => s.serialize_str("REDACTED (not a redis:// URL)"),
     }
 }
 
@@ -128,6 +144,18 @@ mod tests {
             .expect_err("refused");
         assert!(e.starts_with("cluster.advertise_host: required"), "{e}");
         assert!(e.contains("webrtcroom.listen = 0.0.0.0:8443"), "{e}");
+    }
+
+    #[test]
+    fn check_config_hides_the_redis_password() {
+        let mut c = load(&[]).expect("defaults load");
+        c.cluster.redis_url = "redis://:hunter2@10.0.0.2:6379/0".into();
+        let shown = c.to_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("redis://:REDACTED@10.0.0.2:6379/0"),
+            "{shown}"
+        );
     }
 
     #[test]
