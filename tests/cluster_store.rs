@@ -7,13 +7,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use signal_gateway::cluster::liveness::{Beat, Liveness};
+use signal_gateway::cluster::supervisor::{self, Event, Realm};
 use signal_gateway::cluster::transport::{Inbox, Publisher, TransportStats};
 use signal_gateway::cluster::NodeId;
 use signal_gateway::store::redis::{
@@ -562,4 +563,154 @@ async fn one_senders_messages_reach_another_node_in_order_under_load() {
     }
     assert_eq!(stats_c.lost.load(Ordering::Relaxed), 0);
     assert_eq!(stats_c.received.load(Ordering::Relaxed), 2 * PER_SENDER);
+}
+
+/// A node with its cluster loop, as the gateway will run it.
+async fn supervised(
+    redis: &Redis,
+    id: &str,
+    timeout: Duration,
+) -> (
+    Liveness,
+    RedisStore,
+    RedisStore,
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<Event>,
+) {
+    let conn = redis.node().await;
+    let liveness = Liveness::new(
+        conn.clone(),
+        "gw",
+        NodeId::from_config(id),
+        format!("{id}:1"),
+        timeout,
+    );
+    liveness.register().await.expect("register");
+    let webrtcroom = RedisStore::new(conn.clone(), "gw", "webrtcroom");
+    let chatroom = RedisStore::new(conn, "gw", "chatroom");
+    let realms = vec![
+        Realm {
+            name: "webrtcroom",
+            store: webrtcroom.clone(),
+            grace: Duration::ZERO,
+        },
+        Realm {
+            name: "chatroom",
+            store: chatroom.clone(),
+            grace: Duration::from_millis(500),
+        },
+    ];
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let task = supervisor::spawn(
+        liveness.clone(),
+        realms,
+        tx,
+        Arc::new(AtomicBool::new(false)),
+    );
+    (liveness, webrtcroom, chatroom, task, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivors_report_a_killed_nodes_departures_once_and_a_stopped_one_at_once() {
+    let redis = Redis::start().await;
+    let timeout = Duration::from_secs(2);
+    let (_a, a_web, a_chat, a_task, _a_rx) = supervised(&redis, "A", timeout).await;
+    let (b, b_web, b_chat, b_task, mut b_rx) = supervised(&redis, "B", timeout).await;
+    let (_c, _, _, _c_task, mut c_rx) = supervised(&redis, "C", timeout).await;
+    a_web
+        .join("wa", "call", &at("A", "wa"), None, 0)
+        .await
+        .expect("join");
+    b_web
+        .join("wb", "call", &at("B", "wb"), None, 0)
+        .await
+        .expect("join");
+    a_chat
+        .join("ca", "lobby", &at("A", "ca"), Some("ann"), 0)
+        .await
+        .expect("join");
+    b_chat
+        .join("cb", "lobby", &at("B", "cb"), Some("bob"), 0)
+        .await
+        .expect("join");
+    // SIGKILL of A: its loop stops, its heartbeat is no longer renewed.
+    a_task.abort();
+    let killed = Instant::now();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while events.len() < 3 && Instant::now() < deadline {
+        tokio::select! {
+            Some(e) = b_rx.recv() => events.push(e),
+            Some(e) = c_rx.recv() => events.push(e),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    // A little longer, to catch any duplicate.
+    let settle = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < settle {
+        tokio::select! {
+            Some(e) = b_rx.recv() => events.push(e),
+            Some(e) = c_rx.recv() => events.push(e),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    assert!(killed.elapsed() < timeout + Duration::from_secs(6));
+    assert_eq!(
+        events,
+        vec![
+            Event::Left {
+                realm: "webrtcroom",
+                departure: Departure {
+                    member: "wa".into(),
+                    room: "call".into(),
+                    peers: vec!["wb".into()],
+                },
+            },
+            Event::Away {
+                realm: "chatroom",
+                member: "ca".into(),
+                room: "lobby".into(),
+            },
+            Event::Expired {
+                realm: "chatroom",
+                departure: Departure {
+                    member: "ca".into(),
+                    room: "lobby".into(),
+                    peers: vec!["cb".into()],
+                },
+            },
+        ]
+    );
+    for key in redis.keys().await {
+        assert!(
+            !key.ends_with(":A") && !key.contains(":A:"),
+            "left over: {key}"
+        );
+    }
+    // A graceful stop of B hands over at once, without waiting for the timeout.
+    let stopped = Instant::now();
+    b_task.abort();
+    b.stop().await.expect("stop");
+    let first = tokio::time::timeout(Duration::from_secs(10), c_rx.recv())
+        .await
+        .expect("departure of B's member")
+        .expect("event");
+    assert!(
+        matches!(&first, Event::Left { departure, .. } if departure.member == "wb"),
+        "{first:?}"
+    );
+    assert!(stopped.elapsed() < timeout, "took {:?}", stopped.elapsed());
+    let second = tokio::time::timeout(Duration::from_secs(10), c_rx.recv())
+        .await
+        .expect("B's chatroom member away")
+        .expect("event");
+    assert_eq!(
+        second,
+        Event::Away {
+            realm: "chatroom",
+            member: "cb".into(),
+            room: "lobby".into(),
+        }
+    );
+    assert!(b_chat.address("cb").await.expect("address").is_some());
 }
