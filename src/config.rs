@@ -15,6 +15,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use crate::access::Secret;
+use crate::endpoints::source::Cidr;
 
 /// Everything the gateway can be told.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -228,6 +229,22 @@ pub struct Limits {
     /// closed after this long. Global only.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Open connections one source address (an IPv6 /64) may hold; further connects are
+    /// refused with `connect_error`. 0: no limit (the default: behind a NAT or a proxy not
+    /// listed in `trusted_proxies`, many users share one address).
+    pub max_connections_per_ip: usize,
+    /// New Engine.IO sessions per second one source address may open (token bucket refill
+    /// rate); beyond it a handshake is answered HTTP 429. 0: no limit.
+    pub connect_rate: f64,
+    /// New sessions a source may open at once beyond `connect_rate` (token bucket size).
+    pub connect_burst: f64,
+    /// Reverse proxies (`ip` or `ip/prefix`) whose `Forwarded` / `X-Forwarded-For` header
+    /// names the real client; every other peer's headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+    /// A polling session that does not poll again within this long after connecting, or an
+    /// Engine.IO v4 session that sends no Socket.IO CONNECT within it, is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -243,6 +260,11 @@ impl Default for Limits {
             slow_consumer_drops: 256,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 0,
+            connect_rate: 0.0,
+            connect_burst: 20.0,
+            trusted_proxies: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -267,6 +289,17 @@ pub struct LimitsOverride {
     pub flood_disconnect: Option<u32>,
     /// See [`Limits::slow_consumer_drops`].
     pub slow_consumer_drops: Option<u32>,
+    /// See [`Limits::max_connections_per_ip`].
+    pub max_connections_per_ip: Option<usize>,
+    /// See [`Limits::connect_rate`].
+    pub connect_rate: Option<f64>,
+    /// See [`Limits::connect_burst`].
+    pub connect_burst: Option<f64>,
+    /// See [`Limits::trusted_proxies`].
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// See [`Limits::handshake_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl Limits {
@@ -283,6 +316,16 @@ impl Limits {
             slow_consumer_drops: o.slow_consumer_drops.unwrap_or(self.slow_consumer_drops),
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
+            max_connections_per_ip: o
+                .max_connections_per_ip
+                .unwrap_or(self.max_connections_per_ip),
+            connect_rate: o.connect_rate.unwrap_or(self.connect_rate),
+            connect_burst: o.connect_burst.unwrap_or(self.connect_burst),
+            trusted_proxies: o
+                .trusted_proxies
+                .clone()
+                .unwrap_or_else(|| self.trusted_proxies.clone()),
+            handshake_timeout: o.handshake_timeout.unwrap_or(self.handshake_timeout),
         }
     }
 }
@@ -847,6 +890,24 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
             "must be above zero",
         ));
     }
+    if !(l.connect_rate >= 0.0 && l.connect_rate.is_finite()) {
+        return Err(ConfigError::invalid(
+            format!("{section}.connect_rate"),
+            "must be 0 (no limit) or a positive number",
+        ));
+    }
+    if !(l.connect_burst >= 1.0 && l.connect_burst.is_finite()) {
+        return Err(ConfigError::invalid(
+            format!("{section}.connect_burst"),
+            "must be at least 1",
+        ));
+    }
+    if l.handshake_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{section}.handshake_timeout"),
+            "must be above zero",
+        ));
+    }
     if l.max_name_length == 0 {
         return Err(ConfigError::invalid(
             format!("{section}.max_name_length"),
@@ -1036,6 +1097,25 @@ mod tests {
             assert!(!format!("{c:?}").contains(secret), "{secret} in Debug");
         }
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn per_source_limits_load_override_and_validate() {
+        let file = "[limits]\nmax_connections_per_ip = 100\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+                    [chatroom.limits]\nhandshake_timeout = \"3s\"\ntrusted_proxies = []\n";
+        let c = load(Some(file), &[], &["limits.connect_rate=5"]).expect("loads");
+        let chat = c.limits.with(&c.chatroom.limits);
+        assert_eq!(chat.handshake_timeout, Duration::from_secs(3));
+        assert!(chat.trusted_proxies.is_empty());
+        assert_eq!((chat.max_connections_per_ip, chat.connect_rate), (100, 5.0));
+        let web = c.limits.with(&c.webrtcroom.limits);
+        assert_eq!(web.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(web.trusted_proxies.len(), 1);
+        let err =
+            load(None, &[], &["limits.trusted_proxies=[\"10.0.0.0/40\"]"]).expect_err("bad prefix");
+        assert!(err.contains("limits.trusted_proxies"), "{err}");
+        let err = load(None, &[], &["webrtcroom.limits.connect_burst=0"]).expect_err("burst 0");
+        assert!(err.contains("webrtcroom.limits.connect_burst"), "{err}");
     }
 
     #[test]

@@ -285,6 +285,7 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
     let mut planned: Vec<(Endpoint, Vec<Mount>)> = Vec::new();
     let candidates = [
         (
+            config.limits.with(&w.limits),
             w.enabled,
             Mount::WebRtcRoom,
             w.listen,
@@ -295,6 +296,7 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
             &w.namespace,
         ),
         (
+            config.limits.with(&c.limits),
             c.enabled,
             Mount::Chatroom,
             c.listen,
@@ -305,7 +307,7 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
             &c.namespace,
         ),
     ];
-    for (enabled, mount, listen, tls, dir, spa, engine, ns) in candidates {
+    for (limits, enabled, mount, listen, tls, dir, spa, engine, ns) in candidates {
         if !enabled {
             continue;
         }
@@ -338,6 +340,7 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
             static_files: files,
             engine: engine.clone(),
             namespaces: vec![ns.clone()],
+            limits,
         };
         planned.push((endpoint, vec![mount]));
     }

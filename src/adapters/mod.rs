@@ -30,6 +30,7 @@ use socketioxide::{SendError, SocketError, SocketIo};
 
 use crate::access::{self, Tokens};
 use crate::core::{ConnInfo, RoomView, Rooms};
+use crate::endpoints::admission::{Client, SourceCounts, SourceSlot};
 use crate::stats;
 pub use guard::{Admission, ConnState, Gate, LimitHit};
 pub use wire::EventFrame;
@@ -161,12 +162,14 @@ fn count_connections(io: &SocketIo, ns: &str) -> Vec<(ConnInfo, usize)> {
 
 /// Binds an adapter to a namespace of a Socket.IO instance.
 pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
+    let sources = SourceCounts::new(protocol.gate().limits().max_connections_per_ip);
     let attach = {
         let protocol = protocol.clone();
         // Runs as connect middleware, i.e. before the server acknowledges the connect, so a
         // client's first event always finds its handler.
         move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| {
             let protocol = protocol.clone();
+            let sources = sources.clone();
             async move {
                 if let Some(tokens) = protocol.tokens() {
                     if let Err(e) = access::connect(tokens, &s, auth.ok().as_ref()) {
@@ -175,19 +178,44 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
                         return Err(LimitHit::new(e.kind(), e.to_string()));
                     }
                 }
+                let client = Client::of(&s);
+                let slot = match client.as_ref().map(|c| (c, sources.acquire(c.key()))) {
+                    Some((_, Ok(slot))) => Some(Arc::new(slot)),
+                    Some((c, Err(max))) => {
+                        c.refused(P::NAME, "max_connections_per_ip", s);
+                        return Err(LimitHit::new(
+                            "max_connections_per_ip",
+                            format!("too many connections from your address ({max})"),
+                        ));
+                    }
+                    None => None,
+                };
                 let state = match protocol.gate().admit() {
                     Admission::Admitted(state) => state,
                     Admission::Full(max) => {
-                        stats::refused(P::NAME, "max_connections");
-                        tracing::warn!(protocol = P::NAME, sid = %s.id, max, "connection refused: too many connections");
+                        match &client {
+                            Some(c) => c.refused(P::NAME, "max_connections", s),
+                            None => {
+                                // Only the in-process legacy WebSocket proxy has no client.
+                                stats::refused(P::NAME, "max_connections");
+                                tracing::debug!(protocol = P::NAME, sid = %s.id, max, "connection refused: too many connections");
+                            }
+                        }
                         return Err(LimitHit::new(
                             "max_connections",
                             format!("the server is full ({max} connections)"),
                         ));
                     }
                 };
+                if let Some(c) = &client {
+                    c.expect_poll(P::NAME, &s);
+                }
                 s.extensions.insert(state.clone());
-                let inbound = Inbound { protocol, state };
+                let inbound = Inbound {
+                    protocol,
+                    state,
+                    slot,
+                };
                 s.on_fallback(inbound.clone());
                 s.on_disconnect(inbound);
                 Ok(())
@@ -206,6 +234,8 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
 struct Inbound<P> {
     protocol: Arc<P>,
     state: Arc<ConnState>,
+    /// The connection's place in its source address's count.
+    slot: Option<Arc<SourceSlot>>,
 }
 
 impl<P> Clone for Inbound<P> {
@@ -213,6 +243,7 @@ impl<P> Clone for Inbound<P> {
         Self {
             protocol: self.protocol.clone(),
             state: self.state.clone(),
+            slot: self.slot.clone(),
         }
     }
 }
@@ -288,6 +319,9 @@ impl<P: Protocol> DisconnectHandler<LocalAdapter, InOrder> for Inbound<P> {
     ) {
         let socket = SocketRef::from(s.clone());
         self.protocol.gate().release();
+        if let Some(slot) = &self.slot {
+            slot.release();
+        }
         if catch_unwind(AssertUnwindSafe(|| {
             self.protocol.on_disconnect(&socket, reason)
         }))

@@ -67,7 +67,7 @@ fn numeric_code(body: &str) -> Option<String> {
     Some(format!("{{\"code\":{code}{}", &rest[end + 1..]))
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))

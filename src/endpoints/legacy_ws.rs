@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tower::ServiceExt;
 
-use super::legacy;
+use super::{admission, legacy};
 
 /// Query parameters Engine.IO and Socket.IO clients add themselves.
 const TRANSPORT_PARAMS: [&str; 6] = ["EIO", "transport", "t", "b64", "j", "sid"];
@@ -105,13 +105,18 @@ async fn handshake_inside(
     req: Request,
 ) -> Result<(Response, hyper::upgrade::OnUpgrade), hyper::Error> {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    // The inner request comes from the same peer: keep its address for the routers.
+    // The inner request comes from the same peer: keep its address and its admission
+    // record (the client behind a trusted proxy) for the routers.
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
+    let client = req.extensions().get::<admission::Client>().cloned();
     tokio::spawn(async move {
         let service = TowerToHyperService::new(inner.map_request(
             move |mut req: hyper::Request<hyper::body::Incoming>| {
                 if let Some(peer) = peer {
                     req.extensions_mut().insert(peer);
+                }
+                if let Some(client) = client.clone() {
+                    req.extensions_mut().insert(client);
                 }
                 req
             },

@@ -3,11 +3,13 @@
 //! adapters bound to their namespaces.
 
 mod aborted_poll;
+pub mod admission;
 pub mod demo;
 pub mod descriptors;
 mod legacy;
 mod legacy_ws;
 pub mod listener;
+pub mod peer;
 mod session_binding;
 pub mod source;
 mod timeouts;
@@ -28,7 +30,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::access::origin::OriginGuard;
-use crate::config::{EngineConfig, SessionBinding, Tls};
+use crate::config::{EngineConfig, Limits, SessionBinding, Tls};
 use session_binding::SessionBindings;
 
 pub use legacy::strip_connect_queries;
@@ -52,6 +54,9 @@ pub struct Endpoint {
     pub namespaces: Vec<String>,
     /// The origin allowlist, when one is configured.
     pub origins: Option<Arc<OriginGuard>>,
+    /// Limits of the (first) protocol on the address: the per-source admission settings
+    /// (`connect_rate`, `trusted_proxies`, `handshake_timeout`) apply to the whole address.
+    pub limits: Limits,
 }
 
 /// A directory served next to Socket.IO on the same address.
@@ -120,6 +125,9 @@ pub fn build(
         .ws_max_message_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .max_buffer_size(e.send_buffer)
+        // An Engine.IO v4 session that never sends its Socket.IO CONNECT (an abandoned or
+        // refused handshake) is closed after this long instead of socketioxide's 45 s.
+        .connect_timeout(endpoint.limits.handshake_timeout)
         .build_layer();
     let mut routes = bind_adapters(&io);
     if !endpoint.namespaces.iter().any(|ns| ns == "/") {
@@ -153,11 +161,18 @@ pub fn build(
         .layer(axum::middleware::map_response(legacy::fix_response))
         .layer(cors(endpoint.origins.clone()));
     let inner = router.clone();
-    let mut router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
-        legacy_ws::route(inner.clone(), max_body, req, next)
-    }));
+    let admission = admission::Admission::new(&endpoint.name, &endpoint.limits);
+    admission.set_router(inner.clone());
+    let mut router = router
+        .layer(axum::middleware::from_fn(move |req: Request, next| {
+            legacy_ws::route(inner.clone(), max_body, req, next)
+        }))
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::layer,
+        ));
     if let Some(guard) = endpoint.origins.clone() {
-        // Outermost: a refused origin reaches neither Engine.IO nor the legacy proxy.
+        // Outermost: a refused origin reaches neither admission, Engine.IO nor the legacy proxy.
         router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
             guard.clone().check(req, next)
         }));
