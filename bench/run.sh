@@ -13,6 +13,15 @@
 #                                  (e.g. to re-measure one server: --servers gateway --append)
 #   --attempts N                   measure a scenario up to N times (default 3) while other
 #                                  processes use more than 0.25 cores during it (shared machine)
+#   --scenarios LIST               only these scenarios (default: all; names below)
+#   --eio 3|4                      Engine.IO version of every client (default: the protocol's
+#                                  own: 3 for WebRtcRoom, 4 for chatroom)
+#   --gateway-env KEY=VALUE        environment of the gateway process (repeatable), e.g.
+#                                  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 or
+#                                  MALLOC_ARENA_MAX=1 to compare allocators (bench/README.md)
+#   --gateway-set KEY=VALUE        a gateway setting on top of bench/gateway-bench.toml (repeatable)
+#   --gateway-bin PATH             measure this gateway binary instead of target/release's
+#   --no-report                    leave results.md and chart.svg alone (raw.jsonl only)
 #
 # What it does:
 #   1. builds the release binaries (signal-gateway, loadgen, rawrelay, bench-report) and
@@ -23,6 +32,8 @@
 #      and drives it with the same load generator:
 #        join          2,000 clients, rooms of 4, 100 connecting at once; idle 5 s; RSS
 #        join10k       10,000 idle clients, rooms of 4 (RSS per client at scale)
+#        join10k-mixed the same with every second client on HTTP long-polling (one GET
+#                      pending each) and the others on WebSocket (socket.io servers only)
 #        relay-closed  200 pairs, window 8 per client, 2 s warm-up + 8 s measured
 #        relay-open    200 pairs, 5,000 msgs/s in total, 2 s + 8 s (latency)
 #        churn         50 slots: connect, join, 20-message burst each way, leave; 8 s
@@ -43,6 +54,12 @@ PROTOCOLS=webrtcroom,chatroom
 BUILD=1
 RESULTS=bench/results
 APPEND=0
+SCENARIOS=all
+EIO=""
+GATEWAY_ENV=()
+GATEWAY_SET=()
+GATEWAY_BIN=""
+REPORT=1
 ATTEMPTS=3      # a scenario disturbed by other processes is measured again, at most this often
 MAX_OTHER=0.25  # cores other processes may use during a measurement before it counts as disturbed
 while [ $# -gt 0 ]; do
@@ -54,6 +71,12 @@ while [ $# -gt 0 ]; do
     --results) RESULTS=$2; shift ;;
     --append) APPEND=1 ;;
     --attempts) ATTEMPTS=$2; shift ;;
+    --scenarios) SCENARIOS=$2; shift ;;
+    --eio) EIO=$2; shift ;;
+    --gateway-env) GATEWAY_ENV+=("$2"); shift ;;
+    --gateway-set) GATEWAY_SET+=(--set "$2"); shift ;;
+    --gateway-bin) GATEWAY_BIN=$2; shift ;;
+    --no-report) REPORT=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -108,8 +131,17 @@ fi
 BIN=$TMP/bin
 mkdir -p "$BIN"
 for b in signal-gateway loadgen rawrelay bench-report; do
-  [ -x "target/release/$b" ] || { say "missing target/release/$b"; exit 1; }
-  cp "target/release/$b" "$BIN/$b"
+  src=target/release/$b
+  if [ "$b" = signal-gateway ] && [ -n "$GATEWAY_BIN" ]; then src=$GATEWAY_BIN; fi
+  if [ ! -x "$src" ]; then
+    # Only what the chosen servers and the report need must exist.
+    case "$b" in
+      rawrelay) [[ ",$SERVERS," != *",raw,"* ]] && continue ;;
+      bench-report) [ "$REPORT" = 0 ] && continue ;;
+    esac
+    say "missing $src"; exit 1
+  fi
+  cp "$src" "$BIN/$b"
 done
 LOADGEN=$BIN/loadgen
 
@@ -147,7 +179,8 @@ cat > "$RESULTS/env.json" <<EOF
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "mode": "$MODE", "gateway commit": "$git_rev",
  "cpu": "$cpu_model", "cores": $CORES, "pinning": "$PINNING", "kernel": "$(uname -r)",
  "rustc": "$(rustc --version 2>/dev/null | cut -d' ' -f2)", "node": "$node_v",
- "open files": "$NOFILE", "loadavg at start": "$(cut -d' ' -f1-3 /proc/loadavg)"}
+ "open files": "$NOFILE", "loadavg at start": "$(cut -d' ' -f1-3 /proc/loadavg)",
+ "gateway env": "${GATEWAY_ENV[*]}", "gateway settings": "${GATEWAY_SET[*]}"}
 EOF
 fi
 
@@ -159,9 +192,9 @@ start_server() { # server protocol
   case "$server" in
     gateway)
       local other=chatroom; [ "$proto" = chatroom ] && other=webrtcroom
-      "${PIN_SERVER[@]}" "$BIN/signal-gateway" --config bench/gateway-bench.toml \
+      env "${GATEWAY_ENV[@]}" "${PIN_SERVER[@]}" "$BIN/signal-gateway" --config bench/gateway-bench.toml \
         --set "$other.enabled=false" --set "$proto.listen=127.0.0.1:0" --set admin.listen=127.0.0.1:0 \
-        >"$out" 2>&1 &
+        "${GATEWAY_SET[@]}" >"$out" 2>&1 &
       ;;
     node)
       "${PIN_SERVER[@]}" node "bench/baselines/node/$proto.js" --port 0 >"$out" 2>&1 &
@@ -234,6 +267,8 @@ PY
 
 run_scenario() { # server protocol name loadgen-args...
   local server=$1 proto=$2 name=$3; shift 3
+  if [ "$SCENARIOS" != all ] && [[ ",$SCENARIOS," != *",$name,"* ]]; then return 0; fi
+  if [ -n "$EIO" ]; then set -- "$@" --eio "$EIO"; fi
   local attempt
   for attempt in $(seq 1 "$ATTEMPTS"); do
     if ! start_server "$server" "$proto"; then return 0; fi
@@ -278,6 +313,7 @@ else
   POLL=(relay --transport polling --pairs 50 --window 4 --warmup 1 --duration 5)
 fi
 JOIN10K=(join --clients 10000 --room-size 4 --concurrency 100 --idle 5 --sources 4 --join-timeout 60)
+JOIN10K_MIXED=("${JOIN10K[@]}" --polling-share 0.5)
 
 started=$(date +%s)
 IFS=, read -r -a protos <<<"$PROTOCOLS"
@@ -289,6 +325,10 @@ for proto in "${protos[@]}"; do
     run_scenario "$server" "$proto" join "${JOIN[@]}" --progress 0
     if [ "$RUN_10K" = 1 ]; then
       run_scenario "$server" "$proto" join10k "${JOIN10K[@]}" --progress 5
+      # Polling clients hold two connections each: 15,000 descriptors in all.
+      if [ "$server" != raw ] && { [ "$NOFILE" = unlimited ] || [ "$NOFILE" -ge 15500 ]; }; then
+        run_scenario "$server" "$proto" join10k-mixed "${JOIN10K_MIXED[@]}" --progress 5
+      fi
     fi
     run_scenario "$server" "$proto" relay-closed "${CLOSED[@]}" --progress 0
     run_scenario "$server" "$proto" relay-open "${OPEN[@]}" --progress 0
@@ -306,5 +346,9 @@ if sys.argv[4] != "1":
     e["loadavg at end"] = sys.argv[2]; e["measuring time (s)"] = int(sys.argv[3])
 json.dump(e, open(p, "w"), ensure_ascii=False, indent=1)
 PY
-"$BIN/bench-report" "$RESULTS" >/dev/null
-say "results: $RESULTS/results.md, $RESULTS/chart.svg (raw figures: $RESULTS/raw.jsonl)"
+if [ "$REPORT" = 1 ]; then
+  "$BIN/bench-report" "$RESULTS" >/dev/null
+  say "results: $RESULTS/results.md, $RESULTS/chart.svg (raw figures: $RESULTS/raw.jsonl)"
+else
+  say "raw figures: $RESULTS/raw.jsonl"
+fi

@@ -10,12 +10,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Format, Serialized, Toml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use crate::access::Secret;
 use crate::endpoints::source::Cidr;
+pub use crate::secret::Secret;
+use layers::Layers;
+
+mod layers;
 
 /// Everything the gateway can be told.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -245,6 +246,13 @@ pub struct Limits {
     /// Engine.IO v4 session that sends no Socket.IO CONNECT within it, is closed.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Bytes that may be waiting in one receiver's send buffer (an upper bound counted on
+    /// delivery, see `adapters::budget`); a receiver that would exceed it is closed as too
+    /// slow. 0: no byte budget (the buffer is then bounded by `engine.send_buffer` messages).
+    pub send_budget: usize,
+    /// Links (peer, stream kind) recorded on one member; an `offer`/`answer` that would add
+    /// one more is refused. The chatroom client makes at most three per peer.
+    pub max_links: usize,
 }
 
 impl Default for Limits {
@@ -265,6 +273,8 @@ impl Default for Limits {
             connect_burst: 20.0,
             trusted_proxies: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            send_budget: 8 * 1024 * 1024,
+            max_links: 1024,
         }
     }
 }
@@ -300,6 +310,10 @@ pub struct LimitsOverride {
     /// See [`Limits::handshake_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub handshake_timeout: Option<Duration>,
+    /// See [`Limits::send_budget`].
+    pub send_budget: Option<usize>,
+    /// See [`Limits::max_links`].
+    pub max_links: Option<usize>,
 }
 
 impl Limits {
@@ -326,6 +340,8 @@ impl Limits {
                 .clone()
                 .unwrap_or_else(|| self.trusted_proxies.clone()),
             handshake_timeout: o.handshake_timeout.unwrap_or(self.handshake_timeout),
+            send_budget: o.send_budget.unwrap_or(self.send_budget),
+            max_links: o.max_links.unwrap_or(self.max_links),
         }
     }
 }
@@ -347,6 +363,9 @@ pub struct EngineConfig {
     pub send_buffer: usize,
     /// Whether a long-polling session only answers the address that opened it.
     pub session_binding: SessionBinding,
+    /// Bytes of the read buffer each WebSocket connection allocates up front (tungstenite's
+    /// `read_buffer_size`). Smaller saves memory per idle client; larger reads more per call.
+    pub ws_read_buffer: usize,
 }
 
 /// What a long-polling session is bound to (`endpoints/session_binding.rs`).
@@ -368,6 +387,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             send_buffer: 4096,
             session_binding: SessionBinding::Address,
+            ws_read_buffer: 4096,
         }
     }
 }
@@ -529,46 +549,9 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[String],
     ) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        match source {
-            Source::Required(path) => {
-                if !path.is_file() {
-                    return Err(ConfigError::Parse(format!(
-                        "config file {}: not found or not a file",
-                        path.display()
-                    )));
-                }
-                figment = figment.merge(Toml::file_exact(path));
-            }
-            Source::Optional(path) => {
-                if path.is_file() {
-                    figment = figment.merge(Toml::file_exact(path));
-                }
-            }
-        }
-        let mut env_layer = Layer::new("environment variable");
-        for (name, raw) in env {
-            if let Some(rest) = name.strip_prefix("GATEWAY_") {
-                let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-                env_layer.set(&path, &raw);
-            }
-        }
-        figment = figment.merge(env_layer);
-        let mut flag_layer = Layer::new("--set flag");
-        for item in overrides {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| ConfigError::Parse(format!("--set {item}: expected key=value")))?;
-            let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
-            flag_layer.set(&path, value);
-        }
-        figment = figment.merge(flag_layer);
-        let config: Config = figment.extract().map_err(|e| {
-            // One line per problem, each naming its key and where the value came from.
-            let lines: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
-            ConfigError::Parse(lines.join("; "))
-        })?;
-        config.validate()?;
+        let mut layers = Layers::read(source, env, overrides)?;
+        let config = layers.extract()?;
+        config.validate().map_err(|e| layers.locate(e))?;
         Ok(config)
     }
 
@@ -578,12 +561,12 @@ impl Config {
         check_namespace("webrtcroom.namespace", &w.namespace)?;
         check_tls("webrtcroom.tls", &w.tls)?;
         check_static_dir("webrtcroom.static_dir", &w.static_dir)?;
-        check_engine("webrtcroom", &w.engine)?;
+        check_engine("webrtcroom.engine", &w.engine)?;
         let c = &self.chatroom;
         check_namespace("chatroom.namespace", &c.namespace)?;
         check_tls("chatroom.tls", &c.tls)?;
         check_static_dir("chatroom.static_dir", &c.static_dir)?;
-        check_engine("chatroom", &c.engine)?;
+        check_engine("chatroom.engine", &c.engine)?;
         for (section, limits) in [
             ("limits", self.limits.clone()),
             ("webrtcroom.limits", self.limits.with(&w.limits)),
@@ -626,91 +609,12 @@ impl Config {
         if let Err((key, message)) = self.cluster.check(&listeners) {
             return Err(ConfigError::invalid(key, message));
         }
-        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
-            return Err(ConfigError::invalid("log.level", e.to_string()));
-        }
-        Ok(())
+        check_log_level("log.level", &self.log.level)
     }
 
     /// The effective configuration as TOML, for `--check-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-    }
-}
-
-/// "webrtcroom.listen: invalid socket address syntax (from environment variable)".
-fn describe(e: &figment::Error) -> String {
-    let key = e
-        .path
-        .iter()
-        .skip_while(|p| *p == "default")
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(".");
-    let origin = match &e.metadata {
-        Some(m) => match &m.source {
-            Some(figment::Source::File(path)) => path.display().to_string(),
-            _ => m.name.to_string(),
-        },
-        None => "defaults".into(),
-    };
-    let key = if key.is_empty() { "config".into() } else { key };
-    format!("{key}: {} (from {origin})", e.kind)
-}
-
-/// Values given as strings (environment variables, `--set` flags), nested by key path and
-/// typed the way figment types environment values ("5" is a number, "off" a string).
-struct Layer {
-    name: &'static str,
-    root: figment::value::Dict,
-}
-
-impl Layer {
-    fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            root: figment::value::Dict::new(),
-        }
-    }
-
-    fn set(&mut self, path: &[String], raw: &str) {
-        let value: figment::value::Value = raw
-            .parse()
-            .unwrap_or_else(|_| figment::value::Value::from(raw.to_owned()));
-        insert_path(&mut self.root, path, value);
-    }
-}
-
-impl figment::Provider for Layer {
-    fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named(self.name)
-    }
-
-    fn data(
-        &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
-        Ok(figment::Profile::Default.collect(self.root.clone()))
-    }
-}
-
-fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
-    match path {
-        [] => {}
-        [last] => {
-            dict.insert(last.clone(), value);
-        }
-        [first, rest @ ..] => {
-            let entry = dict
-                .entry(first.clone())
-                .or_insert_with(|| figment::value::Dict::new().into());
-            if let figment::value::Value::Dict(_, inner) = entry {
-                insert_path(inner, rest, value);
-            } else {
-                let mut inner = figment::value::Dict::new();
-                insert_path(&mut inner, rest, value);
-                *entry = inner.into();
-            }
-        }
     }
 }
 
@@ -809,6 +713,29 @@ fn check_admin(a: &AdminConfig) -> Result<(), ConfigError> {
                 a.listen
             ),
         ));
+    }
+    Ok(())
+}
+
+/// A filter is a level (`info`) or `target=level` directives separated by commas. tracing
+/// would take a bare word such as `verbose` as a target name and silence every other line,
+/// so a bare word that is not a level is refused.
+fn check_log_level(key: &str, level: &str) -> Result<(), ConfigError> {
+    const LEVELS: &str = "trace, debug, info, warn, error or off";
+    if let Err(e) = level.parse::<tracing_subscriber::EnvFilter>() {
+        return Err(ConfigError::invalid(key, format!("{level:?}: {e}")));
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let wanted = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if wanted
+            .parse::<tracing::level_filters::LevelFilter>()
+            .is_err()
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{directive:?}: not a level ({LEVELS}); name a target as target=level"),
+            ));
+        }
     }
     Ok(())
 }
@@ -914,6 +841,18 @@ fn check_limits(section: &str, l: &Limits) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if l.send_budget != 0 && l.send_budget < l.max_payload {
+        return Err(ConfigError::invalid(
+            format!("{section}.send_budget"),
+            "must be 0 (off) or at least max_payload, so one largest message fits",
+        ));
+    }
+    if l.max_links == 0 {
+        return Err(ConfigError::invalid(
+            format!("{section}.max_links"),
+            "must be at least 1",
+        ));
+    }
     Ok(())
 }
 
@@ -922,6 +861,12 @@ fn check_engine(section: &str, e: &EngineConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             format!("{section}.send_buffer"),
             "must be at least 1",
+        ));
+    }
+    if e.ws_read_buffer < 256 {
+        return Err(ConfigError::invalid(
+            format!("{section}.ws_read_buffer"),
+            "must be at least 256 bytes",
         ));
     }
     if e.ping_interval.is_zero() || e.ping_timeout.is_zero() {
@@ -1017,6 +962,8 @@ mod tests {
             ),
             ("[webrtcroom]\nnamespace = \"chat\"\n", "webrtcroom.namespace"),
             ("[webrtcroom.engine]\nping_interval = \"soon\"\n", "webrtcroom.engine.ping_interval"),
+            ("[chatroom.engine]\nws_read_buffer = 100\n", "chatroom.engine.ws_read_buffer"),
+            ("[webrtcroom.engine]\nsend_buffer = 0\n", "webrtcroom.engine.send_buffer"),
             ("[nonsense]\nx = 1\n", "nonsense"),
         ];
         for (file, key) in cases {
@@ -1122,5 +1069,89 @@ mod tests {
     fn bad_env_value_names_the_key() {
         let err = load(None, &[("GATEWAY_WEBRTCROOM__LISTEN", "x")], &[]).expect_err("bad");
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_line_with_its_position() {
+        let err = load(Some("[webrtcroom]\nlisten = \"127.0.0.1:1\n"), &[], &[]).expect_err("bad");
+        assert!(!err.contains('\n'), "one line: {err:?}");
+        assert!(err.contains("gateway.toml:2:"), "file:line:column: {err:?}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported() {
+        let file = "[webrtcroom]\nlistn = 1\nfoo = 2\n[admin]\nbar = 1\n";
+        let err = load(
+            Some(file),
+            &[("GATEWAY_CHATROOM__NOPE", "1")],
+            &["limits.rat=3"],
+        )
+        .expect_err("unknown keys");
+        for key in [
+            "webrtcroom.listn",
+            "webrtcroom.foo",
+            "admin.bar",
+            "chatroom.nope",
+            "limits.rat",
+        ] {
+            assert!(err.contains(key), "error {err:?} should name {key}");
+        }
+        assert!(!err.contains("``"), "no doubled backticks: {err:?}");
+        assert!(
+            err.contains("environment variable") && err.contains("--set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_settings_say_where_they_came_from() {
+        let file =
+            "[webrtcroom]\ntls = { cert = \"/no/such/cert.pem\", key = \"/no/such/key.pem\" }\n";
+        let err = load(Some(file), &[], &[]).expect_err("missing cert");
+        assert!(err.contains("webrtcroom.tls.cert"), "{err}");
+        assert!(
+            err.contains("(from ") && err.contains("gateway.toml"),
+            "{err}"
+        );
+        let err = load(None, &[], &["chatroom.namespace=chat"]).expect_err("namespace");
+        assert!(err.contains("(from --set flag)"), "{err}");
+    }
+
+    #[test]
+    fn log_level_must_be_a_level_or_target_directives() {
+        for bad in ["verbose", "info,verbose", "signal_gateway=loud"] {
+            let err = load(None, &[], &[&format!("log.level={bad}")]).expect_err(bad);
+            assert!(err.contains("log.level"), "{err}");
+        }
+        for good in ["info", "WARN", "signal_gateway=debug,info", "off"] {
+            load(None, &[], &[&format!("log.level={good}")]).expect(good);
+        }
+    }
+
+    #[test]
+    fn durations_take_short_and_long_forms() {
+        for (text, secs) in [
+            ("15s", 15),
+            ("15 seconds", 15),
+            ("1m 30s", 90),
+            ("2min", 120),
+        ] {
+            let c = load(None, &[], &[&format!("shutdown.grace={text}")]).expect(text);
+            assert_eq!(c.shutdown.grace, Duration::from_secs(secs), "{text}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_every_output() {
+        let c = load(Some("[admin]\ntoken = \"s3cret-value\"\n"), &[], &[]).expect("loads");
+        assert_eq!(
+            c.admin.token.as_ref().map(|t| t.expose()),
+            Some("s3cret-value")
+        );
+        let shown = c.to_toml();
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(shown.contains("token = \"<redacted>\""), "{shown}");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret-value"), "{debug}");
     }
 }

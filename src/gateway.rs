@@ -20,7 +20,8 @@ use crate::adapters::{Bound, Realm};
 use crate::admin::{self, AdminState};
 use crate::config::{same_address, Config, TokenConfig};
 use crate::endpoints::descriptors::{self, Budget, FdLimit};
-use crate::endpoints::{self, demo, listener, Endpoint, Listener, StaticFiles, Timeouts};
+use crate::endpoints::{self, demo, home, listener, Endpoint, Listener, StaticFiles, Timeouts};
+use crate::reload::Reloadable;
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -31,7 +32,8 @@ pub async fn run(
     let ready = Arc::new(AtomicBool::new(false));
 
     let mut realms: Vec<Arc<dyn Realm>> = Vec::new();
-    let mut listeners: Vec<(Listener, String)> = Vec::new();
+    let mut listeners: Vec<(Listener, String, Vec<String>)> = Vec::new();
+    let mut reloadable = Vec::new();
     for (endpoint, mounts) in plan(&config) {
         let what = endpoint
             .namespaces
@@ -41,6 +43,13 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(", ");
         let alone = mounts.len() == 1;
+        let serves_root = endpoint.static_files.is_some();
+        let demos: Vec<&str> = mounts
+            .iter()
+            .filter(|m| m.demo(&config))
+            .map(|m| m.name())
+            .collect();
+        let (tls, key_name) = endpoint.tls.clone();
         let listener = endpoints::build(endpoint, |io| {
             // One `/turn` per listener; on a shared listener the first protocol with tokens
             // guards it.
@@ -50,28 +59,51 @@ pub async fn run(
             let first = mounts.first().map_or("gateway", |m| m.name());
             let (name, tokens) = guarded.unwrap_or((first, None));
             let mut routes = turn::routes(name, &config.turn, tokens);
+            let mut served = Vec::new();
             for mount in &mounts {
                 let (bound, namespace) = mount.bind(io, &config);
                 realms.push(bound.realm);
                 routes = routes.merge(bound.routes);
-                if mount.demo(&config) {
-                    let name = mount.name();
+                let name = mount.name();
+                let demo = mount.demo(&config);
+                if demo {
                     routes = routes.merge(demo::routes(&format!("/demo/{name}"), name, namespace));
                     if alone {
                         routes = routes.merge(demo::routes("/demo", name, namespace));
                     }
                 }
+                served.push(home::Served {
+                    name,
+                    namespace: namespace.to_owned(),
+                    demo,
+                });
+            }
+            if !serves_root {
+                routes = routes.merge(home::routes(&served));
             }
             routes
         })?;
-        listeners.push((listener, what));
+        let links = demos
+            .iter()
+            .map(|name| format!("demo {{url}}/demo/{name}/"))
+            .collect();
+        if let Some(live) = listener.tls() {
+            reloadable.push(Reloadable {
+                name: listener.name.clone(),
+                live,
+                tls,
+                key_name,
+            });
+        }
+        listeners.push((listener, what, links));
     }
+    crate::reload::on_sighup(reloadable)?;
 
     // Bind every listener before serving any: a taken port stops the start with nothing served.
     let mut bound = Vec::new();
-    for (listener, what) in listeners {
+    for (listener, what, links) in listeners {
         let socket = listener::bind(&listener.listen_key, listener.listen)?;
-        bound.push((listener, what, socket));
+        bound.push((listener, what, links, socket));
     }
     let admin_socket = if config.admin.enabled {
         Some(listener::bind("admin.listen", config.admin.listen)?)
@@ -88,13 +120,13 @@ pub async fn run(
     let budget = Budget::new("protocols", fds.budget());
     let mut tasks = JoinSet::new();
     let mut ios: Vec<SocketIo> = Vec::new();
-    for (listener, what, socket) in bound {
+    for (listener, what, links, socket) in bound {
         ios.push(listener.io.clone());
         let scheme = listener.scheme();
         let name = listener.name.clone();
         let addr = local_addr(&socket, listener.listen);
         tasks.spawn(listener.serve(socket, timeouts, budget.clone(), stop_rx.clone()));
-        announce(&name, scheme, addr, &what);
+        announce(&name, scheme, addr, &what, &links);
     }
     if let Some(socket) = admin_socket {
         let app = admin::router(AdminState::new(
@@ -117,7 +149,8 @@ pub async fn run(
             "admin",
             "http",
             addr,
-            "dashboard /, /healthz /readyz /metrics /api/rooms",
+            "/healthz /readyz /metrics /api/rooms",
+            &["dashboard {url}/".to_owned()],
         );
     }
     ready.store(true, Ordering::Release);
@@ -233,6 +266,11 @@ impl Mount {
 
     /// Binds the protocol's adapter to `io`; returns it and its namespace.
     fn bind<'c>(self, io: &SocketIo, config: &'c Config) -> (Bound, &'c str) {
+        let labels = match self {
+            Mount::WebRtcRoom => &crate::adapters::webrtcroom::LABELS,
+            Mount::Chatroom => &crate::adapters::chatroom::LABELS,
+        };
+        crate::stats::register(self.name(), &[&crate::adapters::SHARED_LABELS, labels]);
         match self {
             Mount::WebRtcRoom => {
                 let w = &config.webrtcroom;
@@ -347,12 +385,20 @@ fn plan(config: &Config) -> Vec<(Endpoint, Vec<Mount>)> {
     planned
 }
 
-/// Prints where a listener is reachable (also what tests read to find ephemeral ports).
-fn announce(name: &str, scheme: &str, addr: SocketAddr, what: &str) {
+/// Prints where a listener is reachable, once, on one line: `<name> listening on <url>
+/// (<what>)` (what tests read to find ephemeral ports), then the pages to open, each of
+/// `links` with `{url}` replaced by a URL a browser on this machine can open.
+fn announce(name: &str, scheme: &str, addr: SocketAddr, what: &str, links: &[String]) {
     let url = format!("{scheme}://{addr}");
-    println!("{name} listening on {url} ({what})");
-    if addr.ip().is_unspecified() {
-        println!("{name}   reachable as {scheme}://localhost:{}", addr.port());
+    let local = if addr.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", addr.port())
+    } else {
+        url.clone()
+    };
+    let mut line = format!("{name} listening on {url} ({what})");
+    for link in links {
+        line.push_str("; ");
+        line.push_str(&link.replace("{url}", &local));
     }
-    tracing::info!(%name, %url, "listening");
+    println!("{line}");
 }

@@ -14,6 +14,8 @@ pub mod core;
 pub mod endpoints;
 pub mod gateway;
 pub mod memory;
+pub mod reload;
+pub mod secret;
 pub mod shutdown;
 pub mod stats;
 pub mod store;

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        print!("{}", config.to_toml());
+        print!("{}", check_report(&config, &cli, &default_path));
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
@@ -68,6 +68,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `--check-config` prints: where the settings came from (as TOML comments), the
+/// effective settings with secrets redacted, and a last line saying all is well.
+fn check_report(config: &Config, cli: &Cli, default_path: &std::path::Path) -> String {
+    let mut out = String::new();
+    let file = cli.config.as_deref().unwrap_or(default_path);
+    let shown = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    if file.is_file() {
+        out.push_str(&format!("# read {}\n", shown.display()));
+    } else {
+        out.push_str(&format!(
+            "# no configuration file ({} does not exist): built-in defaults\n",
+            file.display()
+        ));
+    }
+    let mut vars: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("GATEWAY_"))
+        .collect();
+    vars.sort();
+    for var in vars {
+        out.push_str(&format!("# overridden by environment variable {var}\n"));
+    }
+    for set in &cli.set {
+        let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k);
+        out.push_str(&format!("# overridden by --set {key}=...\n"));
+    }
+    out.push('\n');
+    out.push_str(&config.to_toml());
+    out.push_str("\n# configuration OK\n");
+    out
 }
 
 fn init_logging(config: &Config) {

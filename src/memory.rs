@@ -6,7 +6,11 @@
 //! gone, 17 MiB after a trim). This task asks glibc to release free pages once the number of
 //! connections has fallen to half of its peak since the last release, so memory follows the
 //! live load without trimming, which briefly locks the allocator, while the load is steady.
+//!
+//! A receiver closed as too slow can free megabytes at once (its send buffer); that asks for
+//! a trim soon after, so the memory is returned without waiting for the connection count.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,33 @@ pub fn release_after_peaks(realms: Vec<Arc<dyn Realm>>) {
                 peak = open;
             }
         }
+    });
+}
+
+/// How long after a large release the trim runs (the closed connection's buffers are freed
+/// when its tasks end, a few milliseconds after the close).
+const TRIM_AFTER_RELEASE: Duration = Duration::from_millis(500);
+
+/// Set while a trim asked for by [`trim_soon`] is pending: many releases, one trim.
+static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Asks for free memory to be returned to the system shortly: a large buffer is being
+/// released. Does nothing outside a Tokio runtime.
+pub fn trim_soon() {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if TRIM_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    runtime.spawn(async {
+        tokio::time::sleep(TRIM_AFTER_RELEASE).await;
+        TRIM_PENDING.store(false, Ordering::Release);
+        let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
+        tracing::debug!(
+            released,
+            "returned free memory to the system after a release"
+        );
     });
 }
 

@@ -177,3 +177,90 @@ pub fn set_connections(protocol: &'static str, engine_io: u8, transport: &'stati
     metrics::gauge!("gateway_connections", "protocol" => protocol, "engine_io" => eio, "transport" => transport)
         .set(n as f64);
 }
+
+/// The label values one protocol can count. Registering them at start makes every series
+/// exist at 0 before its first event, so that `rate()` and absence alerts work from the
+/// first scrape. Each adapter lists its own; [`register`] takes several lists.
+#[derive(Debug, Clone, Copy)]
+pub struct Known {
+    /// Events handed to receivers (`gateway_sent_total{event}`).
+    pub sent: &'static [&'static str],
+    /// Events relayed from one client to another (`gateway_relayed_total{event}`).
+    pub relayed: &'static [&'static str],
+    /// Reasons a message was not delivered (`gateway_dropped_total{reason}`).
+    pub dropped: &'static [&'static str],
+    /// Reasons something was refused (`gateway_refused_total{reason}`).
+    pub refused: &'static [&'static str],
+    /// Kinds of bad input (`gateway_bad_input_total{kind}`).
+    pub bad_input: &'static [&'static str],
+}
+
+/// Creates every series of `protocol` at 0 (the label values of `known`, the unlabelled
+/// counters, the gauges and the handling-time histogram).
+pub fn register(protocol: &'static str, known: &[&Known]) {
+    metrics::counter!("gateway_joins_total", "protocol" => protocol).increment(0);
+    metrics::counter!("gateway_leaves_total", "protocol" => protocol).increment(0);
+    HISTOGRAMS
+        .write()
+        .entry(protocol)
+        .or_insert_with(|| metrics::histogram!("gateway_handling_seconds", "protocol" => protocol));
+    set_sizes(protocol, 0, 0);
+    for engine_io in [3, 4] {
+        for transport in ["polling", "websocket"] {
+            set_connections(protocol, engine_io, transport, 0);
+        }
+    }
+    let mut counters = COUNTERS.write();
+    for k in known {
+        for (metric, label, values) in [
+            ("gateway_sent_total", "event", k.sent),
+            ("gateway_relayed_total", "event", k.relayed),
+            ("gateway_dropped_total", "reason", k.dropped),
+            ("gateway_refused_total", "reason", k.refused),
+            ("gateway_bad_input_total", "kind", k.bad_input),
+        ] {
+            for &value in values {
+                counters
+                    .entry((metric, protocol, value))
+                    .or_insert_with(|| {
+                        let counter =
+                            metrics::counter!(metric, "protocol" => protocol, label => value);
+                        counter.increment(0);
+                        counter
+                    });
+            }
+        }
+    }
+    drop(counters);
+    slot(protocol);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::adapters::SHARED_LABELS;
+    use crate::core::{Refusal, RouteError};
+
+    /// The core's reasons are registered at start (a reason missing from the list would only
+    /// appear after its first event).
+    #[test]
+    fn shared_labels_cover_the_core_reasons() {
+        let refusals = [
+            Refusal::RoomFull { capacity: 1 },
+            Refusal::NameTaken,
+            Refusal::MemberIdInUse,
+            Refusal::TooManyRooms { max: 1 },
+        ];
+        for r in refusals {
+            assert!(SHARED_LABELS.refused.contains(&r.kind()), "{}", r.kind());
+        }
+        let routes = [
+            RouteError::NotJoined,
+            RouteError::UnknownTarget,
+            RouteError::OtherRoom,
+            RouteError::TargetAway,
+        ];
+        for r in routes {
+            assert!(SHARED_LABELS.dropped.contains(&r.kind()), "{}", r.kind());
+        }
+    }
+}

@@ -2,8 +2,9 @@
 # Runs every test: the Rust unit tests, then the over-the-wire suites, which start the real
 # gateway binary and drive it with real Socket.IO clients from npm.
 #
-# Installs what is missing first: Node.js, npm and Chromium (Debian packages) and the npm
-# packages pinned in tests/package-lock.json. Needs cargo (the Rust toolchain) on PATH.
+# Installs what is missing first: Node.js, npm, Chromium, nginx, openssl and systemd (Debian
+# packages; the last three for tests/deploy.test.mjs) and the npm packages pinned in
+# tests/package-lock.json. Needs cargo (the Rust toolchain) on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ apt_install() {
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# tests/deploy.test.mjs: the shipped nginx configuration, certificates, the systemd unit.
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt_install "${missing[@]}"

@@ -6,7 +6,6 @@
 //! middleware calls [`connect`], and their join handlers ask [`may_join`].
 
 pub mod origin;
-mod secret;
 pub mod token;
 pub mod turn;
 
@@ -16,7 +15,7 @@ use axum::http::{header, HeaderMap, Uri};
 use socketioxide::extract::SocketRef;
 
 use crate::config::TokenConfig;
-pub use secret::Secret;
+pub use crate::secret::Secret;
 pub use token::{ClaimRefusal, Claims, TokenError, Tokens};
 
 /// The token of a `Authorization: Bearer <token>` header (scheme case-insensitive).

@@ -77,7 +77,7 @@ impl Chatroom {
             rooms: Arc::new(Rooms::new()),
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
-            gate: Gate::new(limits),
+            gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
             tokens: access::tokens_for(NAME, &config.token),
             parked: Mutex::default(),
             park_limit: config.engine.ping_interval
@@ -498,6 +498,7 @@ impl Chatroom {
                         reason,
                         format!("too many rooms on this server ({max})"),
                     ),
+                    Refusal::ConnectionClosed => refused_by("closed", reason, "connection closed"),
                 });
             }
         };
@@ -520,10 +521,10 @@ impl Chatroom {
 
     fn offer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: OfferReq = parse(frame, "offer")?;
-        let link = link_note(
+        let link = self.link_note(
             &req.connector_id,
             req.stream_type.clone().flatten().as_deref(),
-        );
+        )?;
         let target = self.route(socket, &req.member_id, Some(link))?;
         let me = socket.id.to_string();
         let out = OfferOut {
@@ -538,7 +539,7 @@ impl Chatroom {
 
     fn answer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: AnswerReq = parse(frame, "answer")?;
-        let link = link_note(&req.connector_id, req.stream_type.as_deref());
+        let link = self.link_note(&req.connector_id, req.stream_type.as_deref())?;
         let target = self.route(socket, &req.member_id, Some(link))?;
         let me = socket.id.to_string();
         let out = AnswerOut {
@@ -649,7 +650,9 @@ impl Chatroom {
                 };
                 return self.join_as(socket, join);
             }
-            Err(e @ (RebindError::Mismatch | RebindError::ConnBusy)) => {
+            Err(
+                e @ (RebindError::Mismatch | RebindError::ConnBusy | RebindError::ConnectionClosed),
+            ) => {
                 return Err(refused("reconnect", e.to_string()));
             }
             Err(RebindError::Live) => {
@@ -781,17 +784,26 @@ impl Chatroom {
             stats::dropped(NAME, e.kind());
             match e {
                 RouteError::NotJoined => refused("not_joined", "join a room first"),
+                RouteError::TooManyLinks { .. } => refused_by("limit", e.kind(), e.to_string()),
                 _ => refused("unknown_member", format!("{member_id} is not in your room")),
             }
         })
     }
-}
 
-/// The link an offer or answer records on its target: the sender's connector, by stream kind.
-fn link_note(connector: &str, stream: Option<&str>) -> LinkNote {
-    LinkNote {
-        connector: connector.into(),
-        stream: stream.unwrap_or("").into(),
+    /// The link an offer or answer records on its target: the sender's connector, by stream
+    /// kind. Both are kept as long as the link, so they are held to `max_name_length` (the
+    /// client sends a UUID and one of three short kinds).
+    fn link_note(&self, connector: &str, stream: Option<&str>) -> Result<LinkNote, Refused> {
+        self.gate
+            .check_name("connectorId", connector)
+            .map_err(limit)?;
+        let stream = stream.unwrap_or("");
+        self.gate.check_name("streamType", stream).map_err(limit)?;
+        Ok(LinkNote {
+            connector: connector.into(),
+            stream: stream.into(),
+            max_links: self.gate.limits().max_links,
+        })
     }
 }
 
@@ -846,3 +858,26 @@ async fn check_username(
         ),
     }
 }
+
+/// What this protocol counts beyond [`super::SHARED_LABELS`], so that every series exists
+/// from the start.
+pub const LABELS: stats::Known = stats::Known {
+    sent: &[
+        "error",
+        "getOffer",
+        "leave",
+        "reconnect",
+        "offer",
+        "answer",
+        "icecandidate",
+    ],
+    relayed: &["offer", "answer", "icecandidate", "leave", "reconnect"],
+    dropped: &["no_target"],
+    refused: &["member_connected"],
+    bad_input: &[
+        "invalid",
+        "unknown_event",
+        "invalid_leave_entry",
+        "reconnect",
+    ],
+};

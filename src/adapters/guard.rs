@@ -3,20 +3,26 @@
 //! Every protocol gets the same protection without knowing about it: a cap on open
 //! connections, a cap on event size, and a token bucket per connection that refuses
 //! messages beyond a sustained rate plus a burst, closing a connection that keeps going.
-//! A receiver that keeps missing messages because it does not read is closed too.
+//! A receiver that keeps missing messages because it does not read, or that would pin more
+//! than its byte budget, is closed too.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use socketioxide::extract::SocketRef;
 
+use super::budget::SendWindow;
 use crate::config::Limits;
 
 /// A protocol's limits and its count of open connections.
 pub struct Gate {
     limits: Limits,
     open: AtomicUsize,
+    /// Messages a connection's send buffer holds (`engine.send_buffer`): the window over which
+    /// a receiver's byte budget is counted.
+    send_buffer: usize,
 }
 
 /// The outcome of asking to open a connection.
@@ -33,7 +39,14 @@ impl Gate {
         Self {
             limits,
             open: AtomicUsize::new(0),
+            send_buffer: crate::config::EngineConfig::default().send_buffer,
         }
+    }
+
+    /// The same gate, for connections whose send buffer holds `messages` messages.
+    pub fn with_send_buffer(mut self, messages: usize) -> Self {
+        self.send_buffer = messages;
+        self
     }
 
     /// The limits.
@@ -51,7 +64,7 @@ impl Gate {
             })
             .is_ok();
         if admitted {
-            Admission::Admitted(Arc::new(ConnState::new(&self.limits)))
+            Admission::Admitted(Arc::new(ConnState::new(&self.limits, self.send_buffer)))
         } else {
             Admission::Full(max)
         }
@@ -102,13 +115,28 @@ impl LimitHit {
     }
 }
 
-/// One connection's rate state and its count of missed messages.
+/// One connection's rate state, what it may still be sent, and whether it is gone.
 pub struct ConnState {
     bucket: Mutex<Bucket>,
     /// Messages this connection failed to receive (send buffer full).
     missed: AtomicU32,
     slow_limit: u32,
+    /// The sizes of the last messages sent to it, against `send_budget` bytes.
+    window: Mutex<SendWindow>,
+    send_budget: u64,
+    /// Set once the server decided to close it as too slow.
+    closing: AtomicBool,
+    /// Set by whoever runs the protocol's disconnect handling first: the socket's own
+    /// disconnect, or an eviction that could not go through socketioxide. A join under the
+    /// state lock refuses a connection with this set, so nothing can bind it after its
+    /// disconnect has been handled.
+    departed: AtomicBool,
+    /// The protocol's disconnect handling, for an eviction (set when the socket connects).
+    evictor: OnceLock<Evictor>,
 }
+
+/// Runs a protocol's disconnect handling for a socket.
+pub type Evictor = Box<dyn Fn(&SocketRef) + Send + Sync>;
 
 struct Bucket {
     tokens: f64,
@@ -119,7 +147,7 @@ struct Bucket {
 }
 
 impl ConnState {
-    fn new(limits: &Limits) -> Self {
+    fn new(limits: &Limits, send_buffer: usize) -> Self {
         Self {
             bucket: Mutex::new(Bucket {
                 tokens: limits.burst,
@@ -128,6 +156,51 @@ impl ConnState {
             }),
             missed: AtomicU32::new(0),
             slow_limit: limits.slow_consumer_drops,
+            window: Mutex::new(SendWindow::new(send_buffer)),
+            send_budget: limits.send_budget as u64,
+            closing: AtomicBool::new(false),
+            departed: AtomicBool::new(false),
+            evictor: OnceLock::new(),
+        }
+    }
+
+    /// Charges a message of `bytes` to this receiver's budget; false when it would exceed it
+    /// (nothing charged). Always true without a budget.
+    pub fn charge(&self, bytes: u64) -> bool {
+        self.send_budget == 0 || self.window.lock().charge(bytes, self.send_budget)
+    }
+
+    /// Whether a byte budget applies (so sizes are worth counting).
+    pub fn has_budget(&self) -> bool {
+        self.send_budget != 0
+    }
+
+    /// Marks the connection as being closed by the server; true only for the first caller.
+    pub fn start_closing(&self) -> bool {
+        !self.closing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Claims the protocol's disconnect handling; true only for the first caller.
+    pub fn claim_departure(&self) -> bool {
+        !self.departed.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether the protocol's disconnect handling has run (or is running).
+    pub fn departed(&self) -> bool {
+        self.departed.load(Ordering::SeqCst)
+    }
+
+    /// Sets how an eviction runs the protocol's disconnect handling.
+    pub fn set_evictor(&self, evictor: Evictor) {
+        let _ = self.evictor.set(evictor);
+    }
+
+    /// Runs the protocol's disconnect handling for `socket`, unless it already ran.
+    pub fn evict(&self, socket: &SocketRef) {
+        if self.claim_departure() {
+            if let Some(evictor) = self.evictor.get() {
+                evictor(socket);
+            }
         }
     }
 

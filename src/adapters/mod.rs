@@ -12,8 +12,11 @@
 //! until the previous one is handled. Handling never waits (core calls take a short lock,
 //! sends only enqueue), so this costs nothing in concurrency between sockets.
 
+mod budget;
 pub mod chatroom;
 mod guard;
+mod quiet;
+mod transport;
 pub mod webrtcroom;
 mod wire;
 
@@ -72,6 +75,8 @@ pub trait Realm: Send + Sync {
     fn name(&self) -> &'static str;
     /// Rooms and their members.
     fn rooms(&self) -> Vec<RoomView>;
+    /// One room and its members.
+    fn room(&self, name: &str) -> Option<RoomView>;
     /// Number of rooms and members.
     fn sizes(&self) -> (usize, usize);
     /// Open connections, by Engine.IO version and transport.
@@ -132,6 +137,9 @@ impl Realm for SocketRealm {
     }
     fn rooms(&self) -> Vec<RoomView> {
         self.rooms.snapshot(describe)
+    }
+    fn room(&self, name: &str) -> Option<RoomView> {
+        self.rooms.room_snapshot(name, describe)
     }
     fn sizes(&self) -> (usize, usize) {
         self.rooms.sizes()
@@ -210,6 +218,12 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
                 if let Some(c) = &client {
                     c.expect_poll(P::NAME, &s);
                 }
+                let weak = Arc::downgrade(&protocol);
+                state.set_evictor(Box::new(move |s: &SocketRef| {
+                    if let Some(protocol) = weak.upgrade() {
+                        protocol.on_disconnect(s, DisconnectReason::ServerNSDisconnect);
+                    }
+                }));
                 s.extensions.insert(state.clone());
                 let inbound = Inbound {
                     protocol,
@@ -284,7 +298,9 @@ impl<P: Protocol> Inbound<P> {
         tracing::debug!(protocol = P::NAME, sid = %socket.id, limit = hit.kind, "message refused");
         if hit.kind == "rate" {
             if self.state.flooding(self.protocol.gate()) {
-                tracing::warn!(protocol = P::NAME, sid = %socket.id, "closing a connection that keeps flooding");
+                if quiet::should_log(P::NAME, "flood_disconnect") {
+                    tracing::warn!(protocol = P::NAME, sid = %socket.id, "closing a connection that keeps flooding");
+                }
                 stats::refused(P::NAME, "flood_disconnect");
                 let _ = socket.clone().disconnect();
                 return;
@@ -322,10 +338,12 @@ impl<P: Protocol> DisconnectHandler<LocalAdapter, InOrder> for Inbound<P> {
         if let Some(slot) = &self.slot {
             slot.release();
         }
-        if catch_unwind(AssertUnwindSafe(|| {
-            self.protocol.on_disconnect(&socket, reason)
-        }))
-        .is_err()
+        // An eviction may have run the protocol's handling already (see `deliver`).
+        if self.state.claim_departure()
+            && catch_unwind(AssertUnwindSafe(|| {
+                self.protocol.on_disconnect(&socket, reason)
+            }))
+            .is_err()
         {
             stats::bad_input(P::NAME, "internal_error");
             tracing::error!(protocol = P::NAME, sid = %socket.id, "disconnect handler panicked");
@@ -334,14 +352,37 @@ impl<P: Protocol> DisconnectHandler<LocalAdapter, InOrder> for Inbound<P> {
     }
 }
 
+/// A socket may be bound to a room while it is connected and its disconnect has not been
+/// handled. The core checks this under the state lock; the disconnect handling marks the
+/// socket before it takes that lock, so a join racing a disconnect either happens before it
+/// (and is undone by it) or is refused.
+impl crate::core::Handle for SocketRef {
+    fn is_open(&self) -> bool {
+        self.connected()
+            && !self
+                .extensions
+                .get::<Arc<ConnState>>()
+                .is_some_and(|state| state.departed())
+    }
+}
+
 /// Sends one event to one socket, counting the outcome. Never waits: a full send buffer
-/// drops the message and counts it; a receiver that keeps missing messages is closed.
+/// drops the message and counts it; a receiver that keeps missing messages, or that would
+/// pin more than its byte budget (`limits.send_budget`), is closed.
 pub fn deliver<T: ?Sized + Serialize>(
     protocol: &'static str,
     to: &SocketRef,
     event: &'static str,
     payload: &T,
 ) -> bool {
+    let state = to.extensions.get::<Arc<ConnState>>();
+    if let Some(state) = &state {
+        if state.has_budget() && !state.charge(budget::json_len(payload) + event.len() as u64) {
+            stats::dropped(protocol, "send_budget");
+            close_slow(protocol, to, state, "send_budget");
+            return false;
+        }
+    }
     match to.emit(event, payload) {
         Ok(()) => {
             stats::sent(protocol, event);
@@ -358,17 +399,77 @@ pub fn deliver<T: ?Sized + Serialize>(
                 tracing::debug!(protocol, event, to = %to.id, "drop: receiver closed");
                 return false;
             }
-            tracing::warn!(protocol, event, to = %to.id, reason, "message dropped");
-            let too_slow = to
-                .extensions
-                .get::<Arc<ConnState>>()
-                .is_some_and(|state| state.missed_one());
-            if too_slow {
-                tracing::warn!(protocol, to = %to.id, "closing a receiver too slow to keep up");
-                stats::dropped(protocol, "slow_consumer_disconnect");
-                let _ = to.clone().disconnect();
+            if quiet::should_log(protocol, reason) {
+                tracing::warn!(protocol, event, to = %to.id, reason, "message dropped");
+            }
+            if let Some(state) = &state {
+                if state.missed_one() {
+                    close_slow(protocol, to, state, "send_buffer_full");
+                }
             }
             false
         }
     }
 }
+
+/// Closes a receiver too slow to keep up, once: its member leaves at once (peers are told in
+/// the protocol's words), and its transport is shut down so that its send buffer is freed
+/// now rather than at the heartbeat timeout.
+fn close_slow(protocol: &'static str, to: &SocketRef, state: &ConnState, why: &'static str) {
+    if !state.start_closing() {
+        return;
+    }
+    stats::dropped(protocol, "slow_consumer_disconnect");
+    if quiet::should_log(protocol, "slow_consumer_disconnect") {
+        tracing::warn!(protocol, to = %to.id, why, "closing a receiver too slow to keep up");
+    }
+    // With room in its buffer, socketioxide queues a disconnect packet and runs the
+    // disconnect handler; with a full buffer it does neither, so the handler runs here.
+    if to.clone().disconnect().is_err() {
+        state.evict(to);
+    }
+    let shut = transport::shut_down(to);
+    tracing::debug!(protocol, to = %to.id, shut, "slow receiver's transport shut down");
+    crate::memory::trim_soon();
+}
+/// Label values every adapter can count: the connection guard's limits, frame decoding,
+/// delivery to send buffers, and the core's refusals and routing errors. Each adapter adds
+/// its own list; see [`stats::register`].
+pub const SHARED_LABELS: stats::Known = stats::Known {
+    sent: &[],
+    relayed: &[],
+    dropped: &[
+        "send_buffer_full",
+        "receiver_closed",
+        "encode_error",
+        "slow_consumer_disconnect",
+        "not_joined",
+        "unknown_target",
+        "other_room",
+        "target_away",
+        "send_budget",
+    ],
+    refused: &[
+        "max_connections",
+        "max_connections_per_ip",
+        "abandoned_handshake",
+        "origin_not_allowed",
+        "origin_missing",
+        "token_missing",
+        "token_malformed",
+        "token_expired",
+        "token_bad_signature",
+        "token_rejected",
+        "token_room",
+        "token_name",
+        "payload_size",
+        "rate",
+        "flood_disconnect",
+        "name_length",
+        "room_full",
+        "name_taken",
+        "member_id_in_use",
+        "max_rooms",
+    ],
+    bad_input: &["binary", "malformed_frame", "internal_error"],
+};

@@ -42,7 +42,7 @@ impl WebRtcRoom {
         let adapter = Arc::new(Self {
             rooms: Arc::new(Rooms::new()),
             max_room_size: config.max_room_size,
-            gate: Gate::new(limits),
+            gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
             tokens: access::tokens_for(NAME, &config.token),
         });
         crate::adapters::bind(io, &config.namespace, adapter.clone());
@@ -342,6 +342,22 @@ fn room_key(room: &RawValue) -> Option<Arc<str>> {
         Some(n.to_string().into())
     }
 }
+
+/// What this protocol counts beyond [`super::SHARED_LABELS`], so that every series exists
+/// from the start.
+pub const LABELS: stats::Known = stats::Known {
+    sent: &["created", "joined", "exit", "offer", "answer", "candidate"],
+    relayed: &["offer", "answer", "candidate"],
+    dropped: &["spoofed_from"],
+    refused: &[],
+    bad_input: &[
+        "unknown_event",
+        "missing_payload",
+        "not_an_object",
+        "bad_field",
+        "bad_room",
+    ],
+};
 
 #[cfg(test)]
 mod tests {

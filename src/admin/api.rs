@@ -49,7 +49,7 @@ pub async fn room(
             Json(json!({ "error": format!("no protocol {protocol:?} is served") })),
         );
     };
-    match realm.rooms().into_iter().find(|r| r.name == room) {
+    match realm.room(&room) {
         Some(view) => (StatusCode::OK, Json(json!(redacted(vec![view])[0]))),
         None => (
             StatusCode::NOT_FOUND,

@@ -1,13 +1,15 @@
 //! The live dashboard: one HTML page (no external assets) fed once a second by server-sent
-//! events carrying each protocol's rooms, members and running totals.
+//! events carrying each protocol's rooms, members and running totals. Right after the first
+//! snapshot comes a `history` event holding the last five minutes of totals, so the chart
+//! starts full (the snapshot stays first: clients of the stream read it as its opening).
 
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Html;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::json;
 
 use super::api::realm_view;
@@ -21,17 +23,21 @@ pub async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-/// `GET /api/events`: one snapshot per second.
+/// `GET /api/events`: one snapshot per second, the first followed by the `history` event.
 pub async fn events(
     State(state): State<AdminState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let history = serde_json::to_string(&state.history.snapshot()).unwrap_or_else(|_| "[]".into());
+    let history = Some(Event::default().event("history").data(history));
     let ticks = stream::unfold(
-        (state, tokio::time::interval(Duration::from_secs(1))),
-        |(state, mut interval)| async move {
+        (
+            state,
+            tokio::time::interval(Duration::from_secs(1)),
+            history,
+        ),
+        |(state, mut interval, mut history)| async move {
             interval.tick().await;
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+            let now = super::history::now();
             let realms: Vec<_> = state
                 .realms
                 .iter()
@@ -43,8 +49,14 @@ pub async fn events(
                 })
                 .collect();
             let data = json!({ "time": now, "realms": realms }).to_string();
-            Some((Ok(Event::default().data(data)), (state, interval)))
+            let events: Vec<Result<Event, Infallible>> =
+                std::iter::once(Event::default().data(data))
+                    .chain(history.take())
+                    .map(Ok)
+                    .collect();
+            Some((stream::iter(events), (state, interval, history)))
         },
-    );
+    )
+    .flatten();
     Sse::new(ticks).keep_alive(KeepAlive::default())
 }

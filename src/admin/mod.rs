@@ -7,6 +7,7 @@
 
 mod api;
 mod dashboard;
+mod history;
 pub mod host_check;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,23 +38,30 @@ pub struct AdminState {
     realms: Arc<Vec<Arc<dyn Realm>>>,
     /// Required bearer token, if any.
     token: Option<Arc<str>>,
+    /// Recent per-second totals, for the dashboard's chart.
+    history: Arc<history::History>,
 }
 
 impl AdminState {
-    /// State for the admin routes.
+    /// State for the admin routes; starts sampling the totals for the dashboard (so call it
+    /// inside the runtime).
     pub fn new(
         metrics: PrometheusHandle,
         ready: Arc<AtomicBool>,
         realms: Vec<Arc<dyn Realm>>,
         token: Option<Secret>,
     ) -> Self {
+        let realms = Arc::new(realms);
         Self {
             metrics,
             ready,
-            realms: Arc::new(realms),
+            history: history::History::start(realms.clone()),
+            realms,
             // The config refuses an empty token; this keeps an empty one from ever meaning
             // "no authentication" if a caller skips validation.
-            token: token.map(|t| Arc::from(t.expose())),
+            token: token
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::from(t.expose())),
         }
     }
 }
@@ -62,6 +70,11 @@ impl AdminState {
 const HANDLING_BUCKETS: [f64; 12] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
 ];
+
+/// The process's own figures (RSS, CPU seconds, open file descriptors, start time, threads),
+/// read from `/proc` at each scrape under the usual `process_*` names.
+static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+    std::sync::LazyLock::new(metrics_process::Collector::default);
 
 /// Installs the process-wide metrics recorder. Call once, before anything is counted, from
 /// inside the runtime.
@@ -78,6 +91,9 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    metrics::gauge!("gateway_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    PROCESS.describe();
+    PROCESS.collect();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -157,6 +173,7 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<serde_json
 
 async fn metrics(State(state): State<AdminState>) -> String {
     // Gauges are read from the live state at scrape time, so they can never lag behind it.
+    PROCESS.collect();
     for realm in state.realms.iter() {
         let (rooms, members) = realm.sizes();
         stats::set_sizes(realm.name(), rooms, members);

@@ -25,3 +25,15 @@ pub use room::{
 
 /// Identifies one transport connection (one Socket.IO socket).
 pub type ConnId = socketioxide::socket::Sid;
+
+/// How the core reaches a connection: an adapter's handle, stored with the member.
+///
+/// The core asks one thing of it: whether the connection is still open, checked under the
+/// state lock whenever a connection is bound to a member. A connection's disconnect is
+/// handled after it stops being open and takes the same lock, so a join or rebind racing a
+/// disconnect either comes first (and the disconnect undoes it) or is refused: no member is
+/// ever left bound to a dead connection.
+pub trait Handle: Clone {
+    /// Whether the connection may still be bound to a member.
+    fn is_open(&self) -> bool;
+}

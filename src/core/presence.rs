@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::room::{peer, remove_in, Departure, LinkedPeer, Peer, Rooms};
-use crate::core::ConnId;
+use crate::core::{ConnId, Handle};
 
 /// What a disconnect did.
 #[derive(Debug)]
@@ -62,6 +62,9 @@ pub enum RebindError {
     /// let the new one replace.
     #[error("member is still connected elsewhere")]
     Live,
+    /// The new connection closed before the rebind was handled.
+    #[error("the connection is closed")]
+    ConnectionClosed,
 }
 
 /// What a rebind found.
@@ -79,7 +82,7 @@ pub struct Rebound<H> {
     pub gone: Vec<ConnId>,
 }
 
-impl<H: Clone + Send + Sync + 'static> Rooms<H> {
+impl<H: Handle + Send + Sync + 'static> Rooms<H> {
     /// The connection `conn` dropped. With a zero `grace` its member leaves now; otherwise
     /// it is kept away and `on_expiry` runs with its departure if the grace period ends
     /// before it comes back.
@@ -133,6 +136,9 @@ impl<H: Clone + Send + Sync + 'static> Rooms<H> {
     /// Binds an existing member to a new connection, cancelling its grace period.
     pub fn rebind(&self, req: Rebind<H>) -> Result<Rebound<H>, RebindError> {
         self.store.transact(|t| {
+            if !req.handle.is_open() {
+                return Err(RebindError::ConnectionClosed);
+            }
             let member = t.member(&req.member).ok_or(RebindError::Unknown)?;
             let name_differs = req.name.is_some() && req.name != member.name;
             if member.room != req.room || name_differs {
@@ -227,6 +233,7 @@ mod tests {
                 Some(LinkNote {
                     connector: connector.into(),
                     stream: "user".into(),
+                    max_links: 0,
                 }),
             )
             .expect("routes");
@@ -339,5 +346,39 @@ mod tests {
             RebindError::Live
         );
         assert_eq!(rooms.membership(a).map(|(_, k)| k), Some("uA".into()));
+    }
+
+    /// A connection whose disconnect has been handled.
+    #[derive(Clone)]
+    struct Closed;
+    impl Handle for Closed {
+        fn is_open(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_closed_connection_can_neither_join_nor_rebind() {
+        let rooms = Rooms::<Closed>::new();
+        let joined = rooms.join(Join {
+            room: "y".into(),
+            member: "uA".into(),
+            conn: ConnId::new(),
+            handle: Closed,
+            name: None,
+            capacity: 0,
+            max_rooms: 0,
+        });
+        assert_eq!(joined.err(), Some(crate::core::Refusal::ConnectionClosed));
+        let rebound = rooms.rebind(Rebind {
+            member: "uA".into(),
+            room: "y".into(),
+            name: None,
+            conn: ConnId::new(),
+            handle: Closed,
+            may_replace_live: |_, _| true,
+        });
+        assert_eq!(rebound.err(), Some(RebindError::ConnectionClosed));
+        assert_eq!(rooms.sizes(), (0, 0), "no ghost member");
     }
 }

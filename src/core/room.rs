@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::core::ConnId;
+use crate::core::{ConnId, Handle};
 use crate::store::{Link, Member, MemoryStore, Table};
 
 /// The rooms of one realm and the rules that govern them.
@@ -105,6 +105,8 @@ pub struct LinkNote {
     pub connector: Arc<str>,
     /// The stream kind.
     pub stream: Arc<str>,
+    /// Most links the target may hold (a new one beyond it is refused); 0 for no limit.
+    pub max_links: usize,
 }
 
 /// Why a join was refused. Nothing changed.
@@ -128,6 +130,9 @@ pub enum Refusal {
         /// The configured limit.
         max: usize,
     },
+    /// The connection closed before the join was handled.
+    #[error("the connection is closed")]
+    ConnectionClosed,
 }
 
 impl Refusal {
@@ -138,6 +143,7 @@ impl Refusal {
             Refusal::NameTaken => "name_taken",
             Refusal::MemberIdInUse => "member_id_in_use",
             Refusal::TooManyRooms { .. } => "max_rooms",
+            Refusal::ConnectionClosed => "connection_closed",
         }
     }
 }
@@ -157,6 +163,12 @@ pub enum RouteError {
     /// The target is a member but has no connection right now.
     #[error("target is not connected")]
     TargetAway,
+    /// Recording the link would give the target more than its maximum of links.
+    #[error("too many links to that member ({max})")]
+    TooManyLinks {
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl RouteError {
@@ -167,6 +179,7 @@ impl RouteError {
             RouteError::UnknownTarget => "unknown_target",
             RouteError::OtherRoom => "other_room",
             RouteError::TargetAway => "target_away",
+            RouteError::TooManyLinks { .. } => "max_links",
         }
     }
 }
@@ -228,7 +241,7 @@ impl<H> Default for Rooms<H> {
     }
 }
 
-impl<H: Clone> Rooms<H> {
+impl<H: Handle> Rooms<H> {
     /// An empty realm.
     pub fn new() -> Self {
         Self::default()
@@ -239,6 +252,9 @@ impl<H: Clone> Rooms<H> {
     /// Checks come before any change, so a refused join leaves the connection where it was.
     pub fn join(&self, req: Join<H>) -> Result<JoinOutcome<H>, Refusal> {
         let outcome = self.store.transact(|t| {
+            if !req.handle.is_open() {
+                return Err(Refusal::ConnectionClosed);
+            }
             if let Some((key, m)) = t.member_by_conn(req.conn) {
                 if m.room == req.room && *key == req.member {
                     let peers = peers_except(t, &m.room, key);
@@ -255,7 +271,12 @@ impl<H: Clone> Rooms<H> {
             }
             let opens_room = t.room(&req.room).is_none();
             if opens_room && req.max_rooms > 0 && t.room_count() >= req.max_rooms {
-                return Err(Refusal::TooManyRooms { max: req.max_rooms });
+                // Rooms of members that are all away (in a reconnect grace period) give way
+                // to a live join, oldest first: dropped connections cannot hold the slots.
+                let Some(away) = t.oldest_away_room() else {
+                    return Err(Refusal::TooManyRooms { max: req.max_rooms });
+                };
+                close_away_room(t, &away);
             }
             if let Some(room) = t.room(&req.room) {
                 if req.capacity > 0 && room.members.len() >= req.capacity {
@@ -329,6 +350,11 @@ impl<H: Clone> Rooms<H> {
                 target
                     .links
                     .retain(|l| !(l.peer == sender && l.stream == note.stream));
+                if note.max_links > 0 && target.links.len() >= note.max_links {
+                    return Err(RouteError::TooManyLinks {
+                        max: note.max_links,
+                    });
+                }
                 target.links.push(Link {
                     peer: sender.clone(),
                     peer_epoch: sender_epoch,
@@ -365,41 +391,91 @@ impl<H: Clone> Rooms<H> {
 
     /// Every room with its members, for operators; `describe` tells what it can about a
     /// connection handle (the core does not know what a handle is).
+    ///
+    /// Only reference counts are taken under the state lock; names, times and connection
+    /// details are formatted after it is released, so an open dashboard does not hold up
+    /// relays (it asks once a second, for every room).
     pub fn snapshot(&self, describe: impl Fn(&H) -> ConnInfo) -> Vec<RoomView> {
-        let mut rooms: Vec<RoomView> = self.store.transact(|t| {
+        let copied: Vec<RoomCopy<H>> = self.store.transact(|t| {
             t.rooms()
-                .map(|(name, room)| RoomView {
-                    name: name.to_string(),
-                    members: room
-                        .members
-                        .iter()
-                        .filter_map(|k| {
-                            let m = t.member(k)?;
-                            Some(MemberView {
-                                id: k.to_string(),
-                                name: m.name.as_deref().map(str::to_owned),
-                                connection: m.last_conn.to_string(),
-                                state: if m.handle.is_some() {
-                                    "connected"
-                                } else {
-                                    "away"
-                                },
-                                joined_at: humantime::format_rfc3339_seconds(m.joined_at)
-                                    .to_string(),
-                                conn: m.handle.as_ref().map(&describe),
-                            })
-                        })
-                        .collect(),
-                })
+                .map(|(name, room)| copy_room(t, name, &room.members))
                 .collect()
         });
+        let mut rooms: Vec<RoomView> = copied.into_iter().map(|r| r.view(&describe)).collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         rooms
+    }
+
+    /// One room with its members, for operators, without copying the others.
+    pub fn room_snapshot(&self, room: &str, describe: impl Fn(&H) -> ConnInfo) -> Option<RoomView> {
+        let copied = self.store.transact(|t| {
+            let (name, r) = t.room_entry(room)?;
+            Some(copy_room(t, name, &r.members))
+        });
+        copied.map(|r| r.view(&describe))
     }
 
     /// Number of rooms and members now.
     pub fn sizes(&self) -> (usize, usize) {
         self.store.transact(|t| (t.room_count(), t.member_count()))
+    }
+}
+
+/// What an operators' view needs of a room, copied under the state lock (reference counts
+/// only) to be formatted after it.
+struct RoomCopy<H> {
+    name: Arc<str>,
+    members: Vec<MemberCopy<H>>,
+}
+
+struct MemberCopy<H> {
+    key: Arc<str>,
+    name: Option<Arc<str>>,
+    last_conn: ConnId,
+    joined_at: SystemTime,
+    handle: Option<H>,
+}
+
+fn copy_room<H: Clone>(t: &Table<H>, name: &Arc<str>, members: &[Arc<str>]) -> RoomCopy<H> {
+    RoomCopy {
+        name: name.clone(),
+        members: members
+            .iter()
+            .filter_map(|k| {
+                let m = t.member(k)?;
+                Some(MemberCopy {
+                    key: k.clone(),
+                    name: m.name.clone(),
+                    last_conn: m.last_conn,
+                    joined_at: m.joined_at,
+                    handle: m.handle.clone(),
+                })
+            })
+            .collect(),
+    }
+}
+
+impl<H> RoomCopy<H> {
+    fn view(self, describe: &impl Fn(&H) -> ConnInfo) -> RoomView {
+        RoomView {
+            name: self.name.to_string(),
+            members: self
+                .members
+                .into_iter()
+                .map(|m| MemberView {
+                    id: m.key.to_string(),
+                    name: m.name.as_deref().map(str::to_owned),
+                    connection: m.last_conn.to_string(),
+                    state: if m.handle.is_some() {
+                        "connected"
+                    } else {
+                        "away"
+                    },
+                    joined_at: humantime::format_rfc3339_seconds(m.joined_at).to_string(),
+                    conn: m.handle.as_ref().map(describe),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -420,6 +496,20 @@ pub(super) fn peers_except<H: Clone>(t: &Table<H>, room: &str, except: &str) -> 
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Removes a room whose members are all away. Nobody is connected to be told; a member that
+/// comes back later finds itself unknown, as after its grace period.
+fn close_away_room<H: Clone>(t: &mut Table<H>, room: &str) {
+    let members = t.room(room).map(|r| r.members.clone()).unwrap_or_default();
+    for key in &members {
+        t.remove(key);
+    }
+    tracing::info!(
+        room,
+        members = members.len(),
+        "room of away members closed for a live join (max_rooms reached)"
+    );
 }
 
 fn leave_in<H: Clone>(t: &mut Table<H>, conn: ConnId) -> Option<Departure<H>> {
@@ -463,6 +553,14 @@ pub(super) fn remove_in<H: Clone>(t: &mut Table<H>, key: &Arc<str>) -> Option<De
         remaining,
         linked,
     })
+}
+
+/// Test handles are always open.
+#[cfg(test)]
+impl Handle for u32 {
+    fn is_open(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -582,6 +680,30 @@ mod tests {
     }
 
     #[test]
+    fn at_the_room_limit_the_oldest_room_of_away_members_gives_way() {
+        let f = Fixture::new();
+        let conns: Vec<ConnId> = (0..3).map(|_| ConnId::new()).collect();
+        for (i, c) in conns.iter().enumerate() {
+            f.join(&format!("r{i}"), &format!("m{i}"), *c, 0).unwrap();
+        }
+        f.rooms.store.transact(|t| {
+            t.unbind("m1");
+            t.unbind("m0");
+        });
+        assert!(f.join("r3", "x", ConnId::new(), 0).is_ok());
+        assert!(
+            f.rooms.store.transact(|t| t.room("r1").is_none()),
+            "r1 was away first"
+        );
+        assert!(f.join("r4", "y", ConnId::new(), 0).is_ok());
+        assert_eq!(
+            f.join("r5", "z", ConnId::new(), 0).unwrap_err(),
+            Refusal::TooManyRooms { max: 3 },
+            "rooms with a connected member never give way"
+        );
+    }
+
+    #[test]
     fn member_key_of_another_connection_is_refused() {
         let f = Fixture::new();
         let (a, b) = (ConnId::new(), ConnId::new());
@@ -604,6 +726,27 @@ mod tests {
         let by_conn = |c, to| f.rooms.route(c, Target::Conn(to), None);
         assert_eq!(&*by_conn(b, a).unwrap().sender, "b");
         assert_eq!(by_conn(b, c).unwrap_err(), RouteError::OtherRoom);
+    }
+
+    #[test]
+    fn links_per_member_are_capped_but_a_link_can_be_replaced() {
+        let f = Fixture::new();
+        let (a, b) = (ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 0).unwrap();
+        f.join("r", "b", b, 0).unwrap();
+        let note = |stream: &str| LinkNote {
+            connector: "c".into(),
+            stream: stream.into(),
+            max_links: 2,
+        };
+        let link = |stream| f.rooms.route(a, Target::Member("b"), Some(note(stream)));
+        assert!(link("user").is_ok());
+        assert!(link("display").is_ok());
+        assert_eq!(
+            link("third").unwrap_err(),
+            RouteError::TooManyLinks { max: 2 }
+        );
+        assert!(link("user").is_ok(), "replacing a link adds none");
     }
 
     #[test]

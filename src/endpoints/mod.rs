@@ -6,14 +6,16 @@ mod aborted_poll;
 pub mod admission;
 pub mod demo;
 pub mod descriptors;
+pub mod home;
 mod legacy;
 mod legacy_ws;
 pub mod listener;
 pub mod peer;
 mod session_binding;
+mod slim;
 pub mod source;
 mod timeouts;
-mod tls;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,6 +93,11 @@ impl Listener {
         }
     }
 
+    /// The live TLS settings, shared with the server (for reloading certificates).
+    pub fn tls(&self) -> Option<RustlsConfig> {
+        self.tls.clone()
+    }
+
     /// Serves the bound `listener` until `shutdown` turns true.
     pub async fn serve(
         self,
@@ -128,6 +135,7 @@ pub fn build(
         // An Engine.IO v4 session that never sends its Socket.IO CONNECT (an abandoned or
         // refused handshake) is closed after this long instead of socketioxide's 45 s.
         .connect_timeout(endpoint.limits.handshake_timeout)
+        .ws_read_buffer_size(e.ws_read_buffer)
         .build_layer();
     let mut routes = bind_adapters(&io);
     if !endpoint.namespaces.iter().any(|ns| ns == "/") {
@@ -145,7 +153,11 @@ pub fn build(
         };
     }
     let max_body = usize::try_from(e.max_payload).unwrap_or(usize::MAX);
-    let mut routes = routes.layer(layer);
+    // Right in front of socketioxide: the request head it keeps for the socket's life is
+    // copied out of hyper's read buffer (see slim.rs).
+    let mut routes = routes.layer(layer).layer(tower::util::MapRequestLayer::new(
+        slim::owned_request::<axum::body::Body>,
+    ));
     if e.session_binding == SessionBinding::Address {
         // A polling session that stopped making requests this long is closed or upgraded.
         let expiry = (e.ping_interval + e.ping_timeout) * 2;

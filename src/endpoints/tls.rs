@@ -2,7 +2,8 @@
 //!
 //! The WebRtcRoom apps reach their server over `https://HOST:8443` and accept any
 //! certificate, so `self-signed` makes the gateway a drop-in replacement with no files to
-//! prepare. Production deployments give real certificate files.
+//! prepare. Production deployments give real certificate files, which [`reload`] reads again
+//! (on SIGHUP) when they are renewed.
 
 use std::sync::Arc;
 
@@ -16,6 +17,22 @@ use crate::config::{Tls, TlsMode};
 
 /// The rustls configuration for `tls`, or `None` when TLS is off.
 pub fn server_config(tls: &Tls, key_name: &str) -> anyhow::Result<Option<RustlsConfig>> {
+    Ok(rustls_config(tls, key_name)?.map(RustlsConfig::from_config))
+}
+
+/// Reads `tls`'s certificate files again into `live`, which the listener uses for every new
+/// handshake from then on; connections already open keep going. On error `live` is left as
+/// it was. Settings without files have nothing to reload.
+pub fn reload(live: &RustlsConfig, tls: &Tls, key_name: &str) -> anyhow::Result<()> {
+    if let Tls::Files { .. } = tls {
+        if let Some(config) = rustls_config(tls, key_name)? {
+            live.reload_from_config(config);
+        }
+    }
+    Ok(())
+}
+
+fn rustls_config(tls: &Tls, key_name: &str) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let (chain, key) = match tls {
         Tls::Mode(TlsMode::Off) => return Ok(None),
         Tls::Mode(TlsMode::SelfSigned) => self_signed()?,
@@ -40,7 +57,7 @@ pub fn server_config(tls: &Tls, key_name: &str) -> anyhow::Result<Option<RustlsC
         .with_context(|| format!("{key_name}: certificate and key do not make a usable pair"))?;
     // HTTP/1.1 only: browsers and the mobile Socket.IO clients upgrade to WebSocket over it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(RustlsConfig::from_config(Arc::new(config))))
+    Ok(Some(Arc::new(config)))
 }
 
 /// A certificate for `localhost` and the loopback addresses, valid from now.

@@ -12,7 +12,7 @@
 
 pub mod redis;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,6 +32,8 @@ impl<H> Default for MemoryStore<H> {
                 rooms: HashMap::new(),
                 members: HashMap::new(),
                 conns: HashMap::new(),
+                away: BTreeMap::new(),
+                away_seq: 0,
             }),
         }
     }
@@ -52,6 +54,10 @@ pub struct Table<H> {
     rooms: HashMap<Arc<str>, Room>,
     members: HashMap<Arc<str>, Member<H>>,
     conns: HashMap<ConnId, Arc<str>>,
+    /// Rooms whose members are all away, by when they became so (oldest first): the rooms
+    /// that may give way when a live join needs a room slot.
+    away: BTreeMap<u64, Arc<str>>,
+    away_seq: u64,
 }
 
 /// A room: its members' keys in the order they joined (peers are listed in that order).
@@ -59,6 +65,10 @@ pub struct Table<H> {
 pub struct Room {
     /// Member keys, oldest first.
     pub members: Vec<Arc<str>>,
+    /// Members bound to a connection now.
+    connected: usize,
+    /// Its key in [`Table`]'s away index while every member is away.
+    away_since: Option<u64>,
 }
 
 /// A member: where it is and how to reach it.
@@ -117,6 +127,11 @@ impl<H> Table<H> {
         self.rooms.get(name)
     }
 
+    /// The room named `name`, with its name as stored (shared, not copied).
+    pub fn room_entry(&self, name: &str) -> Option<(&Arc<str>, &Room)> {
+        self.rooms.get_key_value(name)
+    }
+
     /// The member with key `key`, to change it. Use [`Table::bind`] and [`Table::unbind`]
     /// for its connection, which is indexed.
     pub fn member_mut(&mut self, key: &str) -> Option<&mut Member<H>> {
@@ -129,8 +144,12 @@ impl<H> Table<H> {
         let old = member.conn.replace(conn);
         member.handle = Some(handle);
         member.last_conn = conn;
-        if let Some(old) = old {
-            self.conns.remove(&old);
+        let room = member.room.clone();
+        match old {
+            Some(old) => {
+                self.conns.remove(&old);
+            }
+            None => self.count_connected(&room, true),
         }
         self.conns.insert(conn, key.clone());
         old
@@ -142,34 +161,78 @@ impl<H> Table<H> {
             member.handle = None;
             if let Some(conn) = member.conn.take() {
                 self.conns.remove(&conn);
+                let room = member.room.clone();
+                self.count_connected(&room, false);
             }
         }
+    }
+
+    /// Counts a member of `room` in (`up`) or out of its connected members, keeping the
+    /// away index: a room is in it exactly while it has members and none is connected.
+    fn count_connected(&mut self, room: &Arc<str>, up: bool) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.connected = if up {
+            r.connected + 1
+        } else {
+            r.connected.saturating_sub(1)
+        };
+        match (r.connected == 0 && !r.members.is_empty(), r.away_since) {
+            (true, None) => {
+                self.away_seq += 1;
+                r.away_since = Some(self.away_seq);
+                self.away.insert(self.away_seq, room.clone());
+            }
+            (false, Some(since)) => {
+                r.away_since = None;
+                self.away.remove(&since);
+            }
+            _ => {}
+        }
+    }
+
+    /// The room whose members have all been away the longest.
+    pub fn oldest_away_room(&self) -> Option<Arc<str>> {
+        self.away.values().next().cloned()
     }
 
     /// Adds a member to its room, creating the room if needed. The key must be free.
     pub fn insert(&mut self, key: Arc<str>, member: Member<H>) {
         debug_assert!(!self.members.contains_key(&key));
+        let room = member.room.clone();
+        let connected = member.conn.is_some();
         if let Some(conn) = member.conn {
             self.conns.insert(conn, key.clone());
         }
         self.rooms
-            .entry(member.room.clone())
+            .entry(room.clone())
             .or_default()
             .members
             .push(key.clone());
         self.members.insert(key, member);
+        if connected {
+            self.count_connected(&room, true);
+        }
     }
 
     /// Removes a member, and its room when it was the last one.
     pub fn remove(&mut self, key: &str) -> Option<Member<H>> {
         let member = self.members.remove(key)?;
-        if let Some(conn) = member.conn {
-            self.conns.remove(&conn);
-        }
         if let Some(room) = self.rooms.get_mut(&member.room) {
             room.members.retain(|k| &**k != key);
-            if room.members.is_empty() {
-                self.rooms.remove(&member.room);
+        }
+        if let Some(conn) = member.conn {
+            self.conns.remove(&conn);
+            self.count_connected(&member.room, false);
+        }
+        if self
+            .rooms
+            .get(&member.room)
+            .is_some_and(|r| r.members.is_empty())
+        {
+            if let Some(since) = self.rooms.remove(&member.room).and_then(|r| r.away_since) {
+                self.away.remove(&since);
             }
         }
         Some(member)
@@ -207,6 +270,40 @@ mod tests {
             absence: 0,
             links: Vec::new(),
         }
+    }
+
+    #[test]
+    fn rooms_whose_members_are_all_away_are_indexed_oldest_first() {
+        let store = MemoryStore::<()>::default();
+        store.transact(|t| {
+            let (a, b, c) = (member("r1"), member("r1"), member("r2"));
+            let (conn_a, conn_b) = (a.conn, b.conn);
+            t.insert("a".into(), a);
+            t.insert("b".into(), b);
+            t.insert("c".into(), c);
+            assert_eq!(t.oldest_away_room(), None);
+            t.unbind("c");
+            t.unbind("a");
+            assert_eq!(t.oldest_away_room().as_deref(), Some("r2"));
+            t.unbind("b");
+            t.remove("c");
+            assert_eq!(t.oldest_away_room().as_deref(), Some("r1"), "r2 is gone");
+            if let Some(conn) = conn_b {
+                t.bind(&"b".into(), conn, ());
+            }
+            assert_eq!(t.oldest_away_room(), None, "b came back");
+            t.unbind("b");
+            t.remove("b");
+            assert_eq!(
+                t.oldest_away_room().as_deref(),
+                Some("r1"),
+                "a is still away"
+            );
+            t.remove("a");
+            assert_eq!(t.oldest_away_room(), None);
+            assert!(t.away.is_empty() && t.rooms.is_empty());
+            let _ = conn_a;
+        });
     }
 
     #[test]

@@ -55,10 +55,27 @@ pub struct Cfg {
     pub proto: Proto,
     pub eio: u8,
     pub transport: Transport,
+    /// Share of the clients (0.0–1.0, spread evenly by client number) that use HTTP
+    /// long-polling whatever `transport` says: mixed populations, e.g. half on polling.
+    pub polling_share: f64,
     pub load: Load,
     pub join_timeout: Duration,
     /// Prefix making room and user names unique to this run.
     pub tag: String,
+}
+
+impl Cfg {
+    /// The transport of client number `n`: with a polling share s, client n polls when
+    /// ⌊(n+1)·s⌋ > ⌊n·s⌋, so any prefix of the clients has its share of pollers (s = 0.5:
+    /// every second client).
+    pub fn transport_for(&self, n: usize) -> Transport {
+        let s = self.polling_share;
+        if s > 0.0 && ((n + 1) as f64 * s).floor() > (n as f64 * s).floor() {
+            Transport::Polling
+        } else {
+            self.transport
+        }
+    }
 }
 
 /// Counters and histograms of a run (single-threaded: cells).
@@ -275,7 +292,7 @@ pub async fn run(sh: Rc<Shared>, t: Task, sem: std::sync::Arc<Semaphore>) {
     let cfg = &sh.cfg;
     let conn = tokio::time::timeout(
         cfg.join_timeout,
-        Conn::connect(&cfg.target, cfg.transport, cfg.eio, t.n),
+        Conn::connect(&cfg.target, cfg.transport_for(t.n), cfg.eio, t.n),
     )
     .await;
     let mut conn = match conn {

@@ -9,7 +9,9 @@
 //! loadgen relay --url ... --proto webrtcroom --pairs 200 --rate 5000 --duration 8
 //! loadgen churn --url ... --proto chatroom --pairs 50 --burst 20 --duration 10
 //! ```
-//! Common options: `--transport websocket|polling` (default websocket), `--eio 3|4` (default:
+//! Common options: `--transport websocket|polling` (default websocket), `--polling-share S`
+//! (this share of the clients, 0–1, on polling whatever `--transport` says; e.g. 0.5 for
+//! every second client), `--eio 3|4` (default:
 //! 3 for webrtcroom, 4 for chatroom), `--path /socket.io/`, `--server-pid PID` (RSS and CPU
 //! of the server from /proc), `--label TEXT`, `--meta key=value` (copied into the JSON),
 //! `--progress SECONDS` (0: none), `--max-time SECONDS` (hard limit of the whole run),
@@ -47,6 +49,7 @@ struct Args {
     proto: Proto,
     eio: u8,
     transport: Transport,
+    polling_share: f64,
     clients: usize,
     room_size: usize,
     concurrency: usize,
@@ -84,6 +87,7 @@ fn parse_args() -> Args {
         proto: Proto::WebRtcRoom,
         eio: 0,
         transport: Transport::WebSocket,
+        polling_share: 0.0,
         clients: 2000,
         room_size: 4,
         concurrency: 100,
@@ -129,6 +133,7 @@ fn parse_args() -> Args {
                     o => usage(&format!("unknown transport {o}")),
                 }
             }
+            "--polling-share" => a.polling_share = num::<f64>(&k, v()).clamp(0.0, 1.0),
             "--clients" => a.clients = num(&k, v()),
             "--room-size" => a.room_size = num(&k, v()),
             "--concurrency" => a.concurrency = num(&k, v()),
@@ -485,6 +490,7 @@ impl Run {
             "proto": a.proto.name(),
             "eio": a.eio,
             "transport": match a.transport { Transport::WebSocket => "websocket", Transport::Polling => "polling" },
+            "polling_share": a.polling_share,
             "url": a.url,
             "errors": {
                 "connect": st.connect_errors.get(),
@@ -740,6 +746,7 @@ fn main() {
         proto: a.proto,
         eio: a.eio,
         transport: a.transport,
+        polling_share: a.polling_share,
         load,
         join_timeout: Duration::from_secs_f64(a.join_timeout),
         tag,

@@ -305,6 +305,16 @@ fn table(runs: &Runs, proto: &str, out: &mut String) {
         "≤ 16 KiB",
         kg.map(|v| v <= 16.0),
     );
+    let (hg, hn) = (g("join10k-mixed", &mp), n("join10k-mixed", &mp));
+    row(
+        "RSS per joined idle client, 10,000 clients, half on long-polling (KiB)",
+        [hg, hn, None],
+        1,
+        x(ratio(hg, hn)),
+        x(None),
+        "≤ 16 KiB",
+        hg.map(|v| v <= 16.0),
+    );
 
     // Joins.
     let jp = ["join", "joins_per_s"];
