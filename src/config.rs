@@ -37,6 +37,9 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// TURN REST credentials handed out at `/turn` (`[turn]`; off unless `secret` is set).
     pub turn: TurnConfig,
+    /// Several nodes sharing every room through Redis (`[cluster]`; off while `redis_url`
+    /// is empty, and not available in this build yet).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// How one protocol is served: where, on which namespace, with what transport settings.
@@ -594,6 +597,17 @@ impl Config {
                     format!("{} is already used by {name}.listen", self.admin.listen),
                 ));
             }
+        }
+        let listeners: Vec<(&str, SocketAddr)> = [
+            ("webrtcroom.listen", w.enabled, w.listen),
+            ("chatroom.listen", c.enabled, c.listen),
+        ]
+        .into_iter()
+        .filter(|(_, enabled, _)| *enabled)
+        .map(|(key, _, listen)| (key, listen))
+        .collect();
+        if let Err((key, message)) = self.cluster.check(&listeners) {
+            return Err(ConfigError::invalid(key, message));
         }
         check_log_level("log.level", &self.log.level)
     }

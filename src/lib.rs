@@ -8,6 +8,7 @@
 pub mod access;
 pub mod adapters;
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod endpoints;

@@ -40,6 +40,13 @@ if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_uclient >/d
   apt_install coturn
 fi
 
+# The cluster store tests (tests/cluster_store.rs) start their own redis-server on a free
+# loopback port.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server (for the cluster store tests)"
+  apt_install redis-server
+fi
+
 echo "== npm packages for the real clients"
 if ! (cd tests && npm ls --silent >/dev/null 2>&1); then
   (cd tests && npm ci --no-audit --no-fund)

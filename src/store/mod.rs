@@ -10,6 +10,8 @@
 //! so a slow client can never hold it. `parking_lot`'s mutex does not poison: a panic in one
 //! call cannot wedge the state for everyone else.
 
+pub mod redis;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
