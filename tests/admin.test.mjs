@@ -138,7 +138,7 @@ test('/api/rooms shows chatroom usernames and members away during the grace peri
 test('with admin.token set, every route but /healthz needs the bearer token', async () => {
   const gw = await startGateway({ sets: ['admin.token=s3cret'] });
   try {
-    for (const path of ['/metrics', '/api/rooms', '/readyz', '/', '/api/rooms/chatroom/x']) {
+    for (const path of ['/metrics', '/api/rooms', '/readyz', '/api/rooms/chatroom/x', '/api/events']) {
       assert.equal((await api(gw, path)).status, 401, `${path} without a token`);
       assert.equal((await api(gw, path, 'wrong')).status, 401, `${path} with a wrong token`);
     }
@@ -146,6 +146,11 @@ test('with admin.token set, every route but /healthz needs the bearer token', as
     assert.equal((await api(gw, '/api/rooms', 's3cret')).status, 200);
     assert.equal((await api(gw, '/readyz', 's3cret')).body.status, 'ready');
     assert.equal((await api(gw, '/healthz')).status, 200);
+    // The dashboard page is static and holds no data: it opens without a token and passes
+    // its own ?token= to the event stream.
+    const page = await fetch(`${gw.urls.admin}/`);
+    assert.equal(page.status, 200);
+    assert.doesNotMatch(await page.text(), /s3cret/);
     const res = await fetch(`${gw.urls.admin}/api/events?token=s3cret`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type'), /text\/event-stream/);

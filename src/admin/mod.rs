@@ -108,23 +108,25 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     let guarded = Router::new()
-        .route("/", get(dashboard::page))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/rooms", get(api::rooms))
         .route("/api/rooms/{protocol}/{room}", get(api::room))
         .route("/api/events", get(dashboard::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // The dashboard page is static (no data): it is served without a token and hands the
+    // `?token=` of its own URL to its event stream.
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(dashboard::page))
         .merge(guarded)
         .with_state(state)
 }
 
-/// Routes that may take the token from `?token=`: the dashboard page and its event stream
-/// (a browser's `EventSource` cannot set headers). Everything else needs the header, so the
+/// Routes that may take the token from `?token=`: only the dashboard's event stream (a
+/// browser's `EventSource` cannot set headers). Everything else needs the header, so the
 /// token does not end up in proxies' access logs for API calls.
-const QUERY_TOKEN_ROUTES: [&str; 2] = ["/", "/api/events"];
+const QUERY_TOKEN_ROUTES: [&str; 1] = ["/api/events"];
 
 /// Refuses a request without the configured bearer token.
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
