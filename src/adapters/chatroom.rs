@@ -36,7 +36,7 @@ use crate::core::{
     Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Rooms,
     RouteError, Target,
 };
-use crate::endpoints::peer::Source;
+use crate::endpoints::source::Source;
 use crate::stats;
 
 const NAME: &str = "chatroom";

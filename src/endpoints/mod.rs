@@ -10,7 +10,6 @@ pub mod home;
 mod legacy;
 mod legacy_ws;
 pub mod listener;
-pub mod peer;
 mod session_binding;
 mod slim;
 pub mod source;

@@ -30,7 +30,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::peer::peer_ip;
+use super::source::peer_ip;
 
 /// The largest handshake answer read to find its sid (an open packet is ~150 bytes).
 const HANDSHAKE_BODY_LIMIT: usize = 16 * 1024;
