@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use signal_gateway::cluster::transport::{Inbox, Publisher, TransportStats};
 use signal_gateway::cluster::NodeId;
-use signal_gateway::store::redis::{Address, RedisStore};
+use signal_gateway::store::redis::{Address, JoinArgs, RedisStore};
 
 const JOINS: usize = 20_000;
 const CONCURRENCY: usize = 64;
@@ -96,13 +96,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             conn: m.clone(),
         };
         let _ = store
-            .join(&m, &format!("room{}", i / 4), &at, Some(&m), 4)
+            .join(&JoinArgs {
+                member: &m,
+                room: &format!("room{}", i / 4),
+                at: &at,
+                name: Some(&m),
+                capacity: 4,
+                max_rooms: 0,
+                source: "bench",
+            })
             .await;
     })
     .await?;
     let after_joins = commands(&mut admin).await;
     let leave_time = spread(&store, |store, i| async move {
-        let _ = store.leave(&format!("m{i}"), None).await;
+        let _ = store.leave(&format!("m{i}")).await;
     })
     .await?;
     let after_leaves = commands(&mut admin).await;

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::liveness::{Beat, Liveness};
-use crate::store::redis::{Departure, Reaped, RedisStore};
+use crate::store::redis::{Gone, Reaped, RedisStore};
 
 /// One realm's store and its reconnect grace (zero: a dead node's members leave at once).
 pub struct Realm {
@@ -34,7 +34,7 @@ pub enum Event {
         /// The realm.
         realm: &'static str,
         /// Who left and who is told.
-        departure: Departure,
+        departure: Gone,
     },
     /// A member of a dead node is away until its grace ends.
     Away {
@@ -50,7 +50,7 @@ pub enum Event {
         /// The realm.
         realm: &'static str,
         /// Who left and who is told.
-        departure: Departure,
+        departure: Gone,
     },
     /// This node's own heartbeat had expired (a long pause, or Redis lost its state): it is
     /// registered again and must restore its live members.

@@ -1,10 +1,16 @@
--- Away: the member's connection dropped; it keeps its place until `deadline` (ms) unless it
--- rebinds. Only the connection the member is reached through can make it away.
--- ARGV: prefix, member, conn, deadline_ms
--- Returns 1 when marked away, 0 otherwise.
-local p, member, conn, deadline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local mkey = k(p, 'm', member)
-if redis.call('HGET', mkey, 'conn') ~= conn then return 0 end
-redis.call('HSET', mkey, 'state', 'away')
-redis.call('ZADD', k(p, 'away'), deadline, member)
-return 1
+-- Away: a connection dropped; its member keeps its place, away, until `deadline` (ms) unless
+-- it rebinds. Only the member's current connection can make it away (a stale drop of a
+-- connection it already left behind changes nothing).
+-- ARGV: prefix, conn, deadline_ms
+-- Returns {member, room} | {} when `conn` is no member's current connection.
+local p, conn, deadline = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local member = redis.call('HGET', k(p, 'conns'), conn)
+if not member then return {} end
+local m = get_member(p, member)
+if not m or m.live ~= '1' or m.conn ~= conn then
+  -- An index entry without its member: drop it rather than keep a ghost connection.
+  redis.call('HDEL', k(p, 'conns'), conn)
+  return {}
+end
+unbind(p, member, m, deadline)
+return {member, m.room}

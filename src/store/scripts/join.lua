@@ -1,22 +1,43 @@
--- Join: capacity, unique name and join order in one atomic step.
--- ARGV: prefix, member, room, node, conn, name ("" = none), capacity (0 = unlimited)
--- Returns {"joined", seq, peers-before...} | {"full"} | {"name_taken"} | {"exists"}
-local p, member, room, node, conn, name, cap =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local mkey = k(p, 'm', member)
-if redis.call('EXISTS', mkey) == 1 then return {'exists'} end
+-- Join: every check of the memory core's join and the change it makes, in one atomic step,
+-- in the core's order (so a refused join leaves the connection where it was).
+-- ARGV: prefix, member, room, node, conn, name ("" = none), capacity (0 = no limit),
+--       max_rooms (0 = no limit), source
+-- Returns one of
+--   {"joined", seq, {existing peer_at...}[, departure]}  (departure: the room `conn` left)
+--   {"already", {peer_at of the others...}}
+--   {"full"} | {"name_taken"} | {"member_id_in_use"} | {"too_many_rooms"}
+local p, member, room, node, conn, name, cap, max_rooms, source =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]),
+  tonumber(ARGV[8]), ARGV[9]
 local rkey = k(p, 'r', room)
-if cap > 0 and redis.call('ZCARD', rkey) >= cap then return {'full'} end
-if name ~= '' and redis.call('HSETNX', k(p, 'n', room), name, member) == 0 then
+local current = redis.call('HGET', k(p, 'conns'), conn)
+if current == member and redis.call('HGET', k(p, 'm', member), 'room') == room then
+  return {'already', peers_except(p, room, member)}
+end
+if current ~= member and redis.call('EXISTS', k(p, 'm', member)) == 1 then
+  return {'member_id_in_use'}
+end
+local size = redis.call('ZCARD', rkey)
+if size == 0 and max_rooms > 0 and redis.call('SCARD', k(p, 'rooms')) >= max_rooms then
+  -- The room whose members have all been away the longest gives way to a live join:
+  -- dropped connections cannot hold the slots. Its members are removed silently (nobody
+  -- there is connected to be told; one coming back finds itself unknown).
+  local oldest = redis.call('ZRANGE', k(p, 'allaway'), 0, 0)[1]
+  if not oldest then return {'too_many_rooms'} end
+  for _, m in ipairs(redis.call('ZRANGE', k(p, 'r', oldest), 0, -1)) do
+    remove_member(p, m)
+  end
+end
+if cap > 0 and size >= cap then return {'full'} end
+if name ~= '' and redis.call('HEXISTS', k(p, 'n', room), name) == 1 then
   return {'name_taken'}
 end
-local peers = redis.call('ZRANGE', rkey, 0, -1)
+local left = nil
+if current then left = remove_member(p, current) end
+local existing = {}
+for _, m in ipairs(redis.call('ZRANGE', rkey, 0, -1)) do existing[#existing + 1] = peer_at(p, m) end
 local seq = next_seq(p)
-redis.call('ZADD', rkey, seq, member)
-redis.call('HSET', mkey, 'room', room, 'node', node, 'conn', conn, 'name', name,
-  'seq', seq, 'state', 'live')
-redis.call('SADD', k(p, 'rooms'), room)
-redis.call('SADD', k(p, 'on', node), member)
-local out = {'joined', seq}
-for _, m in ipairs(peers) do out[#out + 1] = m end
+insert(p, member, room, node, conn, name, seq, source)
+local out = {'joined', seq, existing}
+if left then out[4] = left end
 return out
