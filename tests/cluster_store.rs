@@ -585,6 +585,29 @@ async fn links_are_capped_replaced_at_the_end_and_reported_to_live_peers() {
             RouteResult::Routed { .. }
         ));
     }
+    // As in the memory core, the sender's older link of the stream goes before the limit is
+    // checked, so a limit lowered below the links held refuses even a replacement, which
+    // then leaves no link of that sender at all.
+    assert_eq!(
+        to_b("ud", link("ud2", "user", 2)).await,
+        RouteResult::TooManyLinks
+    );
+    b.away("ub", now_ms() + 60_000).await.expect("away");
+    match rebind(&b, "ub", "y", "B", "ub", "s").await {
+        RebindResult::Rebound {
+            linked: l,
+            unlinked,
+            ..
+        } => {
+            assert_eq!(l, vec![linked("ua", "A", "ua"), linked("uc", "A", "uc")]);
+            assert_eq!(unlinked, vec![live("ud", "B")]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        to_b("ud", link("ud", "user", 0)).await,
+        RouteResult::Routed { .. }
+    ));
     a.leave("uc").await.expect("leave");
     let uc = at("A", "uc-again");
     join_at(&a, "uc", "y", &uc).await;
