@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use engineioxide::Packet;
 use signal_gateway::adapters::webrtcroom::WebRtcRoom;
-use signal_gateway::adapters::Realm;
+use signal_gateway::adapters::{Realm, Stores};
 use signal_gateway::config::{Limits, WebRtcRoomConfig};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -81,7 +81,13 @@ fn main() {
             max_rooms: 0,
             ..Limits::default()
         };
-        let realm = WebRtcRoom::bind(&io, &WebRtcRoomConfig::default(), limits).realm;
+        let realm = WebRtcRoom::bind(
+            &io,
+            &WebRtcRoomConfig::default(),
+            limits,
+            &Stores::in_memory(),
+        )
+        .realm;
         let started = Instant::now();
         let mut members = Vec::with_capacity(ROOMS);
         for i in 0..ROOMS {

@@ -19,7 +19,7 @@ use engineioxide::Packet;
 use serde_json::Value;
 use signal_gateway::adapters::chatroom::Chatroom;
 use signal_gateway::adapters::webrtcroom::WebRtcRoom;
-use signal_gateway::adapters::EventFrame;
+use signal_gateway::adapters::{EventFrame, Stores};
 use signal_gateway::config::{ChatroomConfig, Limits, WebRtcRoomConfig};
 use socketioxide::SocketIo;
 use tokio::runtime::Runtime;
@@ -90,7 +90,12 @@ struct Pair {
 
 async fn webrtcroom_pair() -> Pair {
     let (_svc, io) = SocketIo::builder().max_buffer_size(4096).build_svc();
-    WebRtcRoom::bind(&io, &WebRtcRoomConfig::default(), limits());
+    WebRtcRoom::bind(
+        &io,
+        &WebRtcRoomConfig::default(),
+        limits(),
+        &Stores::in_memory(),
+    );
     let a = Client::connect(&io).await;
     let mut b = Client::connect(&io).await;
     a.send(r#"2["createAndJoinRoom",{"room":"bench"}]"#).await;
@@ -122,7 +127,12 @@ async fn webrtcroom_pair() -> Pair {
 
 async fn chatroom_pair() -> Pair {
     let (_svc, io) = SocketIo::builder().max_buffer_size(4096).build_svc();
-    let _bound = Chatroom::bind(&io, &ChatroomConfig::default(), limits());
+    let _bound = Chatroom::bind(
+        &io,
+        &ChatroomConfig::default(),
+        limits(),
+        &Stores::in_memory(),
+    );
     let mut a = Client::connect(&io).await;
     let b = Client::connect(&io).await;
     a.send(r#"2["join",{"id":"ua","username":"a","roomname":"bench"}]"#)

@@ -1,6 +1,7 @@
 //! Starting and stopping the whole gateway: every endpoint, the admin listener, and a
 //! graceful shutdown on SIGINT/SIGTERM.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,13 +16,17 @@ use tokio::task::JoinSet;
 use crate::access::origin::OriginGuard;
 use crate::access::{tokens_for, turn};
 use crate::adapters::chatroom::Chatroom;
+use crate::adapters::deliver::Inlets;
 use crate::adapters::webrtcroom::WebRtcRoom;
-use crate::adapters::{Bound, Realm};
+use crate::adapters::{Bound, Reach, Realm, Stores};
 use crate::admin::{self, AdminState};
+use crate::cluster::runtime::Node;
+use crate::cluster::supervisor::{self, Event};
 use crate::config::{same_address, Config, TokenConfig};
 use crate::endpoints::descriptors::{self, Budget, FdLimit};
 use crate::endpoints::{self, demo, home, listener, Endpoint, Listener, StaticFiles, Timeouts};
 use crate::reload::Reloadable;
+use crate::store::SharedRooms;
 
 /// Runs the gateway until `stop` resolves, then shuts down gracefully.
 pub async fn run(
@@ -30,6 +35,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = admin::install_metrics()?;
     let ready = Arc::new(AtomicBool::new(false));
+    let node = join_cluster(&config).await?;
+    let stores = match &node {
+        Some(node) => Stores::shared(
+            node.conn.clone(),
+            &config.cluster.name,
+            node.id.clone(),
+            node.link.clone(),
+        ),
+        None => Stores::in_memory(),
+    };
 
     let mut realms: Vec<Arc<dyn Realm>> = Vec::new();
     let mut listeners: Vec<(Listener, String, Vec<String>)> = Vec::new();
@@ -61,7 +76,7 @@ pub async fn run(
             let mut routes = turn::routes(name, &config.turn, tokens);
             let mut served = Vec::new();
             for mount in &mounts {
-                let (bound, namespace) = mount.bind(io, &config);
+                let (bound, namespace) = mount.bind(io, &config, &stores);
                 realms.push(bound.realm);
                 routes = routes.merge(bound.routes);
                 let name = mount.name();
@@ -111,6 +126,9 @@ pub async fn run(
         None
     };
 
+    if let Some(node) = &node {
+        run_cluster(node, &stores).await?;
+    }
     let fds = raise_fd_limit(&config);
     let timeouts = Timeouts {
         header: config.limits.header_timeout,
@@ -134,6 +152,7 @@ pub async fn run(
             ready.clone(),
             realms.clone(),
             config.admin.token.clone(),
+            node.as_ref().map(|n| n.status.clone()),
         ));
         let app = admin::host_check::guard(app, &config.admin.allowed_hosts);
         let addr = local_addr(&socket, config.admin.listen);
@@ -165,6 +184,81 @@ pub async fn run(
         }
     }
     shut_down(config.shutdown.grace, &realms, ios, stop_tx, tasks).await;
+    if let Some(node) = &node {
+        node.leave().await;
+    }
+    Ok(())
+}
+
+/// Joins the cluster when `cluster.redis_url` is set.
+async fn join_cluster(config: &Config) -> anyhow::Result<Option<Node>> {
+    if !config.cluster.enabled() {
+        return Ok(None);
+    }
+    let first = [
+        (config.webrtcroom.enabled, config.webrtcroom.listen),
+        (config.chatroom.enabled, config.chatroom.listen),
+    ]
+    .into_iter()
+    .find_map(|(enabled, listen)| enabled.then_some(listen));
+    let advertise = first
+        .map(|listen| config.cluster.advertised(listen))
+        .unwrap_or_default();
+    Node::join(&config.cluster, advertise).await.map(Some)
+}
+
+/// Cluster mode: starts this node's supervisor and inbox over the realms the adapters opened,
+/// and the two loops that consume them: messages from other nodes are delivered into the
+/// realms; departures found by the supervisor (grace ended, node died) are told to their
+/// peers; after Redis lost this node's members, they are put back.
+async fn run_cluster(node: &Node, stores: &Stores) -> anyhow::Result<()> {
+    let opened = stores.opened();
+    let mut inlets = Inlets::default();
+    let mut realms = Vec::new();
+    let mut by_name: HashMap<&'static str, Arc<SharedRooms<Reach>>> = HashMap::new();
+    for o in &opened {
+        inlets.add(o.rooms.clone(), o.events);
+        realms.push(supervisor::Realm {
+            name: o.rooms.realm(),
+            store: o.redis.clone(),
+            grace: o.grace,
+        });
+        by_name.insert(o.rooms.realm(), o.rooms.clone());
+    }
+    let (mut inbox, mut events) = node.run(realms).await?;
+    tokio::spawn(async move {
+        while let Some(envelope) = inbox.recv().await {
+            inlets.receive(&envelope.payload);
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Left { realm, departure } | Event::Expired { realm, departure } => {
+                    if let Some(rooms) = by_name.get(realm) {
+                        rooms.departed(departure);
+                    }
+                }
+                Event::Away {
+                    realm,
+                    member,
+                    room,
+                } => {
+                    tracing::info!(realm, %member, %room, "cluster: member of a dead node is away until its grace ends");
+                }
+                Event::Reregistered => {
+                    for rooms in by_name.values() {
+                        let n = rooms.restore().await;
+                        tracing::warn!(
+                            realm = rooms.realm(),
+                            restored = n,
+                            "cluster: this node was registered again; its members were put back"
+                        );
+                    }
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -265,7 +359,7 @@ impl Mount {
     }
 
     /// Binds the protocol's adapter to `io`; returns it and its namespace.
-    fn bind<'c>(self, io: &SocketIo, config: &'c Config) -> (Bound, &'c str) {
+    fn bind<'c>(self, io: &SocketIo, config: &'c Config, stores: &Stores) -> (Bound, &'c str) {
         let labels = match self {
             Mount::WebRtcRoom => &crate::adapters::webrtcroom::LABELS,
             Mount::Chatroom => &crate::adapters::chatroom::LABELS,
@@ -275,12 +369,12 @@ impl Mount {
             Mount::WebRtcRoom => {
                 let w = &config.webrtcroom;
                 let limits = config.limits.with(&w.limits);
-                (WebRtcRoom::bind(io, w, limits), &w.namespace)
+                (WebRtcRoom::bind(io, w, limits, stores), &w.namespace)
             }
             Mount::Chatroom => {
                 let c = &config.chatroom;
                 let limits = config.limits.with(&c.limits);
-                (Chatroom::bind(io, c, limits), &c.namespace)
+                (Chatroom::bind(io, c, limits, stores), &c.namespace)
             }
         }
     }

@@ -235,6 +235,17 @@ pub fn register(protocol: &'static str, known: &[&Known]) {
     slot(protocol);
 }
 
+/// Cluster mode: a call to Redis failed; `action` says which.
+pub fn cluster_redis_error(action: &str) {
+    metrics::counter!("gateway_cluster_redis_errors_total", "action" => action.to_owned())
+        .increment(1);
+}
+
+/// Cluster mode: a message from another node could not be read.
+pub fn cluster_bad_message() {
+    metrics::counter!("gateway_cluster_bad_messages_total").increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use crate::adapters::SHARED_LABELS;

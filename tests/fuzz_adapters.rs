@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use signal_gateway::adapters::chatroom::Chatroom;
 use signal_gateway::adapters::webrtcroom::WebRtcRoom;
+use signal_gateway::adapters::Stores;
 use signal_gateway::config::{ChatroomConfig, Limits, WebRtcRoomConfig};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -301,7 +302,7 @@ async fn webrtcroom_survives_arbitrary_payloads() {
     let mut rng = SmallRng::seed_from_u64(seed);
     let (_svc, io) = SocketIo::builder().max_buffer_size(100_000).build_svc();
     let config = WebRtcRoomConfig::default();
-    WebRtcRoom::bind(&io, &config, limits());
+    WebRtcRoom::bind(&io, &config, limits(), &Stores::in_memory());
     let mut x = Client::connect(&io).await;
     x.discard_incoming();
     let mut y = Client::connect(&io).await;
@@ -427,7 +428,7 @@ async fn chatroom_survives_arbitrary_payloads() {
     let mut rng = SmallRng::seed_from_u64(seed);
     let (_svc, io) = SocketIo::builder().max_buffer_size(100_000).build_svc();
     let config = ChatroomConfig::default();
-    let _bound = Chatroom::bind(&io, &config, limits());
+    let _bound = Chatroom::bind(&io, &config, limits(), &Stores::in_memory());
     let mut x = Client::connect(&io).await;
     x.discard_incoming();
     let mut y = Client::connect(&io).await;

@@ -30,14 +30,17 @@ use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 
 use crate::access::{self, Tokens};
-use crate::adapters::{deliver, Bound, EventFrame, Gate, LimitHit, Protocol, SocketRealm};
+use crate::adapters::{
+    deliver, Bound, EventFrame, Gate, LimitHit, Protocol, Reach, SocketRealm, Stores,
+};
 use crate::config::{ChatroomConfig, Limits};
 use crate::core::{
-    Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Rooms,
-    RouteError, Target,
+    Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, RouteError,
+    Target,
 };
 use crate::endpoints::source::Source;
 use crate::stats;
+use crate::store::Store;
 
 const NAME: &str = "chatroom";
 
@@ -46,7 +49,7 @@ const REPEAT_MESSAGE: &str = "此房间该用户名已存在";
 
 /// The adapter: its realm of rooms and its settings.
 pub struct Chatroom {
-    rooms: Arc<Rooms<SocketRef>>,
+    rooms: Arc<Store<Reach>>,
     grace: Duration,
     max_room_size: usize,
     gate: Gate,
@@ -72,9 +75,15 @@ const STILL_CONNECTED: &str = "this id is connected from another address";
 
 impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
-    pub fn bind(io: &SocketIo, config: &ChatroomConfig, limits: Limits) -> Bound {
+    pub fn bind(io: &SocketIo, config: &ChatroomConfig, limits: Limits, stores: &Stores) -> Bound {
+        let rooms = stores.open(
+            NAME,
+            config.reconnect_grace,
+            LABELS.sent,
+            Arc::new(expiry_notice),
+        );
         let adapter = Arc::new_cyclic(|me| Self {
-            rooms: Arc::new(Rooms::new()),
+            rooms,
             grace: config.reconnect_grace,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
@@ -329,27 +338,31 @@ impl Protocol for Chatroom {
         self.tokens.as_deref()
     }
 
+    fn waits(&self) -> bool {
+        self.rooms.waits()
+    }
+
     fn refuse(&self, socket: &SocketRef, hit: &LimitHit) {
         let error = ErrorOut {
             kind: "limit",
             message: &hit.message,
         };
-        deliver(NAME, socket, "error", &error);
+        send(socket, "error", &error);
     }
 
     fn on_connect(&self, socket: &SocketRef) {
         tracing::debug!(protocol = NAME, sid = %socket.id, transport = ?socket.transport_type(), "connected");
     }
 
-    fn on_event(&self, socket: &SocketRef, frame: EventFrame<'_>) {
+    async fn on_event(&self, socket: &SocketRef, frame: EventFrame<'_>) {
         let result = match &*frame.name {
-            "join" => self.join(socket, &frame),
-            "offer" => self.offer(socket, &frame),
-            "answer" => self.answer(socket, &frame),
-            "icecandidate" => self.icecandidate(socket, &frame),
-            "leave" => self.leave(socket, &frame),
-            "reconnect" => self.reconnect(socket, &frame),
-            "reconnectWork" => self.reconnect_work(socket, &frame),
+            "join" => self.join(socket, &frame).await,
+            "offer" => self.offer(socket, &frame).await,
+            "answer" => self.answer(socket, &frame).await,
+            "icecandidate" => self.icecandidate(socket, &frame).await,
+            "leave" => self.leave(socket, &frame).await,
+            "reconnect" => self.reconnect(socket, &frame).await,
+            "reconnectWork" => self.reconnect_work(socket, &frame).await,
             _ => Err(refused(
                 "unknown_event",
                 format!("unknown event {:?}", frame.name),
@@ -360,9 +373,9 @@ impl Protocol for Chatroom {
         }
     }
 
-    fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
+    async fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
         self.parked_lock().retain(|_, p| p.socket.id != socket.id);
-        let member = match self.rooms.disconnect(socket.id, self.grace, expiry_notice) {
+        let member = match self.rooms.disconnect(socket.id, self.grace).await {
             Disconnected::NotMember => {
                 tracing::debug!(protocol = NAME, sid = %socket.id, %reason, "disconnected");
                 return;
@@ -382,12 +395,17 @@ impl Protocol for Chatroom {
         let waiting = self.parked_lock().remove(&member);
         if let Some(Parked { socket, req }) = waiting {
             if socket.connected() {
-                if let Err(r) = self.reconnect_as(&socket, req, Wait::IfLive) {
+                if let Err(r) = self.reconnect_as(&socket, req, Wait::IfLive).await {
                     answer_refusal(&socket, "reconnect", r);
                 }
             }
         }
     }
+}
+
+/// Sends to the client itself (its answers and errors).
+fn send<T: Serialize + ?Sized>(socket: &SocketRef, event: &'static str, payload: &T) {
+    deliver(NAME, &Reach::Local(socket.clone()), event, payload);
 }
 
 /// Counts a refused request and answers its sender with `error {type, message}`.
@@ -401,15 +419,21 @@ fn answer_refusal(socket: &SocketRef, event: &str, r: Refused) {
         kind: r.kind,
         message: &r.message,
     };
-    deliver(NAME, socket, "error", &error);
+    send(socket, "error", &error);
 }
 
 /// Whether connection `new` may take a member from its still-live connection `current` at
 /// once: only from the same source (peer address and `User-Agent` of the opening request),
 /// as when the client itself noticed a dead transport first and reconnected on the same
 /// network. Anyone else must wait until the old connection drops.
-fn same_source(current: &SocketRef, new: &SocketRef) -> bool {
-    Source::of_parts(current.req_parts()).same_as(&Source::of_parts(new.req_parts()))
+fn same_source(current: &Reach, new: &Reach) -> bool {
+    match (current, new) {
+        (Reach::Local(current), Reach::Local(new)) => {
+            Source::of_parts(current.req_parts()).same_as(&Source::of_parts(new.req_parts()))
+        }
+        // The shared store compares sources itself.
+        _ => false,
+    }
 }
 
 /// A parked `reconnect` that a newer one for the same member replaced.
@@ -432,30 +456,30 @@ enum Wait {
 }
 
 /// A member is gone for good: each connected peer linked to it gets `leave`.
-fn expiry_notice(d: Departure<SocketRef>) {
+fn expiry_notice(d: Departure<Reach>) {
     stats::left(NAME);
     tracing::info!(protocol = NAME, room = %d.room, member = %d.member, "member removed");
     tell_linked_peers(&d);
 }
 
-fn tell_linked_peers(d: &Departure<SocketRef>) {
-    let gone = d.last_conn.to_string();
+fn tell_linked_peers(d: &Departure<Reach>) {
+    let gone = &*d.last_conn;
     for peer in &d.linked {
         let leave = LeaveOut {
             connector_id: Some(&*peer.connector),
-            member_id: &gone,
+            member_id: gone,
         };
         deliver(NAME, &peer.handle, "leave", &leave);
     }
 }
 
 impl Chatroom {
-    fn join(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+    async fn join(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: JoinReq = parse(frame, "join")?;
-        self.join_as(socket, req)
+        self.join_as(socket, req).await
     }
 
-    fn join_as(&self, socket: &SocketRef, req: JoinReq) -> Result<(), Refused> {
+    async fn join_as(&self, socket: &SocketRef, req: JoinReq) -> Result<(), Refused> {
         non_empty("id", &req.id)?;
         non_empty("username", &req.username)?;
         non_empty("roomname", &req.roomname)?;
@@ -468,15 +492,18 @@ impl Chatroom {
         }
         access::may_join(socket, &req.roomname, Some(&req.username))
             .map_err(|r| refused_by("forbidden", r.kind(), r.to_string()))?;
-        let outcome = self.rooms.join(Join {
-            room: req.roomname.as_str().into(),
-            member: req.id.as_str().into(),
-            conn: socket.id,
-            handle: socket.clone(),
-            name: Some(req.username.as_str().into()),
-            capacity: self.max_room_size,
-            max_rooms: self.gate.limits().max_rooms,
-        });
+        let outcome = self
+            .rooms
+            .join(Join {
+                room: req.roomname.as_str().into(),
+                member: req.id.as_str().into(),
+                conn: socket.id,
+                handle: Reach::Local(socket.clone()),
+                name: Some(req.username.as_str().into()),
+                capacity: self.max_room_size,
+                max_rooms: self.gate.limits().max_rooms,
+            })
+            .await;
         let joined = match outcome {
             Ok(JoinOutcome::Joined(joined)) => joined,
             Ok(JoinOutcome::AlreadyMember { .. }) => return Ok(()),
@@ -499,6 +526,11 @@ impl Chatroom {
                         format!("too many rooms on this server ({max})"),
                     ),
                     Refusal::ConnectionClosed => refused_by("closed", reason, "connection closed"),
+                    Refusal::Unavailable => refused_by(
+                        "unavailable",
+                        reason,
+                        "the server cannot take joins right now, try again",
+                    ),
                 });
             }
         };
@@ -519,13 +551,13 @@ impl Chatroom {
         Ok(())
     }
 
-    fn offer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+    async fn offer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: OfferReq = parse(frame, "offer")?;
         let link = self.link_note(
             &req.connector_id,
             req.stream_type.clone().flatten().as_deref(),
         )?;
-        let target = self.route(socket, &req.member_id, Some(link))?;
+        let target = self.route(socket, &req.member_id, Some(link)).await?;
         let me = socket.id.to_string();
         let out = OfferOut {
             remote_connector_id: &req.connector_id,
@@ -537,10 +569,10 @@ impl Chatroom {
         Ok(())
     }
 
-    fn answer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+    async fn answer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: AnswerReq = parse(frame, "answer")?;
         let link = self.link_note(&req.connector_id, req.stream_type.as_deref())?;
-        let target = self.route(socket, &req.member_id, Some(link))?;
+        let target = self.route(socket, &req.member_id, Some(link)).await?;
         let me = socket.id.to_string();
         let out = AnswerOut {
             remote_connector_id: &req.connector_id,
@@ -552,9 +584,13 @@ impl Chatroom {
         Ok(())
     }
 
-    fn icecandidate(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+    async fn icecandidate(
+        &self,
+        socket: &SocketRef,
+        frame: &EventFrame<'_>,
+    ) -> Result<(), Refused> {
         let req: IceReq = parse(frame, "icecandidate")?;
-        let target = self.route(socket, &req.member_id, None)?;
+        let target = self.route(socket, &req.member_id, None).await?;
         let out = IceOut {
             connector_id: req.remote_connector_id,
             candidate: req.candidate,
@@ -563,7 +599,7 @@ impl Chatroom {
         Ok(())
     }
 
-    fn leave(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+    async fn leave(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         if !frame.starts_with(b'[') {
             return Err(refused("invalid", "leave: payload must be an array"));
         }
@@ -584,12 +620,12 @@ impl Chatroom {
                 stats::bad_input(NAME, "invalid_leave_entry");
                 continue;
             };
-            match self.route(socket, &e.member_id, None) {
+            match self.route(socket, &e.member_id, None).await {
                 Ok(handle) => told.push((handle, e.remote_connector_id)),
                 Err(_) => continue,
             }
         }
-        if let Some(d) = self.rooms.leave(socket.id) {
+        if let Some(d) = self.rooms.leave(socket.id).await {
             stats::left(NAME);
             tracing::info!(protocol = NAME, sid = %socket.id, room = %d.room, "left");
         }
@@ -604,14 +640,14 @@ impl Chatroom {
         Ok(())
     }
 
-    fn reconnect(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+    async fn reconnect(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: ReconnectReq = parse(frame, "reconnect")?;
-        self.reconnect_as(socket, req, Wait::IfLive)
+        self.reconnect_as(socket, req, Wait::IfLive).await
     }
 
     /// `reconnect` as `socket`; `wait` says whether a member still connected from another
     /// source parks the request or refuses it (the parking is over).
-    fn reconnect_as(
+    async fn reconnect_as(
         &self,
         socket: &SocketRef,
         req: ReconnectReq,
@@ -622,14 +658,17 @@ impl Chatroom {
         access::may_join(socket, &req.roomname, req.username.as_deref())
             .map_err(|r| refused_by("forbidden", r.kind(), r.to_string()))?;
         let name = req.username.as_deref().map(Arc::<str>::from);
-        let rebound = self.rooms.rebind(Rebind {
-            member: req.id.as_str().into(),
-            room: req.roomname.as_str().into(),
-            name,
-            conn: socket.id,
-            handle: socket.clone(),
-            may_replace_live: same_source,
-        });
+        let rebound = self
+            .rooms
+            .rebind(Rebind {
+                member: req.id.as_str().into(),
+                room: req.roomname.as_str().into(),
+                name,
+                conn: socket.id,
+                handle: Reach::Local(socket.clone()),
+                may_replace_live: same_source,
+            })
+            .await;
         let r = match rebound {
             Ok(r) => r,
             Err(RebindError::Unknown) => {
@@ -642,18 +681,25 @@ impl Chatroom {
                     connector_id: None,
                     member_id: None,
                 };
-                deliver(NAME, socket, "reconnect", &leave);
+                send(socket, "reconnect", &leave);
                 let join = JoinReq {
                     id: req.id,
                     username: req.username.unwrap_or_default(),
                     roomname: req.roomname,
                 };
-                return self.join_as(socket, join);
+                return Box::pin(self.join_as(socket, join)).await;
             }
             Err(
                 e @ (RebindError::Mismatch | RebindError::ConnBusy | RebindError::ConnectionClosed),
             ) => {
                 return Err(refused("reconnect", e.to_string()));
+            }
+            Err(e @ RebindError::Unavailable) => {
+                return Err(refused_by(
+                    "unavailable",
+                    "store_unavailable",
+                    e.to_string(),
+                ));
             }
             Err(RebindError::Live) => {
                 return match wait {
@@ -692,7 +738,7 @@ impl Chatroom {
                 connector_id: None,
                 member_id: Some(&gone),
             };
-            deliver(NAME, socket, "reconnect", &out);
+            send(socket, "reconnect", &out);
         }
         Ok(())
     }
@@ -738,7 +784,7 @@ impl Chatroom {
                 return;
             };
             if socket.connected() {
-                if let Err(r) = adapter.reconnect_as(&socket, req, Wait::No) {
+                if let Err(r) = adapter.reconnect_as(&socket, req, Wait::No).await {
                     answer_refusal(&socket, "reconnect", r);
                 }
             }
@@ -749,7 +795,11 @@ impl Chatroom {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn reconnect_work(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
+    async fn reconnect_work(
+        &self,
+        socket: &SocketRef,
+        frame: &EventFrame<'_>,
+    ) -> Result<(), Refused> {
         let req: ReconnectWorkReq = parse(frame, "reconnectWork")?;
         let Some(member_id) = req.member_id else {
             // What the real client sends after `reconnect {type:"getOffer"}`: no target. The
@@ -757,7 +807,7 @@ impl Chatroom {
             stats::dropped(NAME, "no_target");
             return Ok(());
         };
-        let target = self.route(socket, &member_id, None)?;
+        let target = self.route(socket, &member_id, None).await?;
         let out = ReconnectWorkOut {
             kind: req.kind,
             data: req.data,
@@ -769,15 +819,15 @@ impl Chatroom {
     }
 
     /// The connection of member socket `member_id`, if the sender may reach it.
-    fn route(
+    async fn route(
         &self,
         socket: &SocketRef,
         member_id: &str,
         link: Option<LinkNote>,
-    ) -> Result<SocketRef, Refused> {
+    ) -> Result<Reach, Refused> {
         let target = Sid::from_str(member_id).ok();
         let result = match target {
-            Some(sid) => self.rooms.route(socket.id, Target::Conn(sid), link),
+            Some(sid) => self.rooms.route(socket.id, Target::Conn(sid), link).await,
             None => Err(RouteError::UnknownTarget),
         };
         result.map(|r| r.target).map_err(|e| {
@@ -785,6 +835,7 @@ impl Chatroom {
             match e {
                 RouteError::NotJoined => refused("not_joined", "join a room first"),
                 RouteError::TooManyLinks { .. } => refused_by("limit", e.kind(), e.to_string()),
+                RouteError::Unavailable => refused_by("unavailable", e.kind(), e.to_string()),
                 _ => refused("unknown_member", format!("{member_id} is not in your room")),
             }
         })
@@ -807,7 +858,7 @@ impl Chatroom {
     }
 }
 
-fn relay<T: Serialize + ?Sized>(to: &SocketRef, event: &'static str, payload: &T) {
+fn relay<T: Serialize + ?Sized>(to: &Reach, event: &'static str, payload: &T) {
     if deliver(NAME, to, event, payload) {
         stats::relayed(NAME, event);
     }
@@ -837,17 +888,24 @@ async fn check_username(
         CheckQuery {
             username: Some(u),
             roomname: Some(r),
-        } => {
-            let taken = adapter.rooms.name_taken(&r, &u);
-            (
+        } => match adapter.rooms.name_taken(&r, &u).await {
+            Ok(taken) => (
                 StatusCode::OK,
                 Json(CheckReply {
                     success: true,
                     is_repeat: Some(taken),
                     message: None,
                 }),
-            )
-        }
+            ),
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(CheckReply {
+                    success: false,
+                    is_repeat: None,
+                    message: Some("room state unavailable, try again"),
+                }),
+            ),
+        },
         _ => (
             StatusCode::BAD_REQUEST,
             Json(CheckReply {

@@ -21,16 +21,19 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::{ProtocolVersion, SocketIo};
 
 use crate::access::{self, Tokens};
-use crate::adapters::{deliver, wire, Bound, EventFrame, Gate, Protocol, SocketRealm};
+use crate::adapters::{
+    deliver, wire, Bound, EventFrame, Gate, Protocol, Reach, SocketRealm, Stores,
+};
 use crate::config::{Limits, WebRtcRoomConfig};
-use crate::core::{Departure, Join, JoinOutcome, Peer, Rooms, Target};
+use crate::core::{Departure, Join, JoinOutcome, Peer, Target};
 use crate::stats;
+use crate::store::Store;
 
 const NAME: &str = "webrtcroom";
 
 /// The adapter: its realm of rooms and its settings.
 pub struct WebRtcRoom {
-    rooms: Arc<Rooms<SocketRef>>,
+    rooms: Arc<Store<Reach>>,
     max_room_size: usize,
     gate: Gate,
     tokens: Option<Arc<Tokens>>,
@@ -38,9 +41,21 @@ pub struct WebRtcRoom {
 
 impl WebRtcRoom {
     /// Binds the protocol to `config.namespace` of `io`.
-    pub fn bind(io: &SocketIo, config: &WebRtcRoomConfig, limits: Limits) -> Bound {
+    pub fn bind(
+        io: &SocketIo,
+        config: &WebRtcRoomConfig,
+        limits: Limits,
+        stores: &Stores,
+    ) -> Bound {
+        // No reconnect grace: a member whose node died leaves at once, like a disconnect.
+        let rooms = stores.open(
+            NAME,
+            std::time::Duration::ZERO,
+            LABELS.sent,
+            Arc::new(|d: Departure<Reach>| announce_exit(&d, "")),
+        );
         let adapter = Arc::new(Self {
-            rooms: Arc::new(Rooms::new()),
+            rooms,
             max_room_size: config.max_room_size,
             gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
             tokens: access::tokens_for(NAME, &config.token),
@@ -156,17 +171,21 @@ impl Protocol for WebRtcRoom {
         self.tokens.as_deref()
     }
 
+    fn waits(&self) -> bool {
+        self.rooms.waits()
+    }
+
     fn on_connect(&self, socket: &SocketRef) {
         tracing::debug!(protocol = NAME, sid = %socket.id, transport = ?socket.transport_type(), "connected");
     }
 
-    fn on_event(&self, socket: &SocketRef, frame: EventFrame<'_>) {
+    async fn on_event(&self, socket: &SocketRef, frame: EventFrame<'_>) {
         let result = match &*frame.name {
-            "createAndJoinRoom" => self.create_and_join(socket, &frame),
-            "offer" => self.relay(socket, &frame, "offer"),
-            "answer" => self.relay(socket, &frame, "answer"),
-            "candidate" => self.relay(socket, &frame, "candidate"),
-            "exit" => self.exit(socket, &frame),
+            "createAndJoinRoom" => self.create_and_join(socket, &frame).await,
+            "offer" => self.relay(socket, &frame, "offer").await,
+            "answer" => self.relay(socket, &frame, "answer").await,
+            "candidate" => self.relay(socket, &frame, "candidate").await,
+            "exit" => self.exit(socket, &frame).await,
             _ => Err(Bad::UnknownEvent),
         };
         if let Err(bad) = result {
@@ -175,17 +194,17 @@ impl Protocol for WebRtcRoom {
         }
     }
 
-    fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
-        let departure = self.rooms.leave(socket.id);
+    async fn on_disconnect(&self, socket: &SocketRef, reason: DisconnectReason) {
+        let departure = self.rooms.leave(socket.id).await;
         tracing::info!(protocol = NAME, sid = %socket.id, %reason, room = departure.as_ref().map(|d| &*d.room), "disconnected");
         if let Some(d) = departure {
-            self.announce_exit(&d, "");
+            announce_exit(&d, "");
         }
     }
 }
 
 impl WebRtcRoom {
-    fn create_and_join(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
+    async fn create_and_join(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
         if !frame.has_payload() {
             return Err(Bad::MissingPayload);
         }
@@ -203,15 +222,18 @@ impl WebRtcRoom {
             return Ok(());
         }
         let id = wire_id(socket);
-        let outcome = self.rooms.join(Join {
-            room: room_key.clone(),
-            member: id.clone(),
-            conn: socket.id,
-            handle: socket.clone(),
-            name: None,
-            capacity: self.max_room_size,
-            max_rooms: self.gate.limits().max_rooms,
-        });
+        let outcome = self
+            .rooms
+            .join(Join {
+                room: room_key.clone(),
+                member: id.clone(),
+                conn: socket.id,
+                handle: Reach::Local(socket.clone()),
+                name: None,
+                capacity: self.max_room_size,
+                max_rooms: self.gate.limits().max_rooms,
+            })
+            .await;
         match outcome {
             Err(refusal) => {
                 stats::refused(NAME, refusal.kind());
@@ -225,7 +247,7 @@ impl WebRtcRoom {
                 if let Some(left) = &joined.left {
                     stats::left(NAME);
                     tracing::info!(protocol = NAME, sid = %socket.id, room = %left.room, "left room to join another");
-                    self.announce_exit(left, &left.room);
+                    announce_exit(left, &left.room);
                 }
                 stats::joined(NAME);
                 tracing::info!(protocol = NAME, sid = %socket.id, room = %room_key, members = joined.existing.len() + 1, "joined");
@@ -244,22 +266,16 @@ impl WebRtcRoom {
         Ok(())
     }
 
-    fn send_created(
-        &self,
-        socket: &SocketRef,
-        id: &str,
-        room: &RawValue,
-        peers: &[Peer<SocketRef>],
-    ) {
+    fn send_created(&self, socket: &SocketRef, id: &str, room: &RawValue, peers: &[Peer<Reach>]) {
         let created = Created {
             id,
             room,
             peers: peers.iter().map(|p| PeerId { id: &p.member }).collect(),
         };
-        deliver(NAME, socket, "created", &created);
+        deliver(NAME, &Reach::Local(socket.clone()), "created", &created);
     }
 
-    fn relay(
+    async fn relay(
         &self,
         socket: &SocketRef,
         frame: &EventFrame<'_>,
@@ -271,7 +287,7 @@ impl WebRtcRoom {
         let object = frame.object().ok_or(Bad::NotAnObject)?;
         let envelope = Envelope::read(object)?;
         let to = envelope.to.ok_or(Bad::Field)?;
-        let route = match self.rooms.route(socket.id, Target::Member(&to), None) {
+        let route = match self.rooms.route(socket.id, Target::Member(&to), None).await {
             Ok(route) => route,
             Err(e) => {
                 stats::dropped(NAME, e.kind());
@@ -291,7 +307,7 @@ impl WebRtcRoom {
         Ok(())
     }
 
-    fn exit(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
+    async fn exit(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Bad> {
         if !frame.has_payload() {
             return Err(Bad::MissingPayload);
         }
@@ -305,7 +321,7 @@ impl WebRtcRoom {
             stats::dropped(NAME, "spoofed_from");
             return Ok(());
         }
-        if let Some(departure) = self.rooms.leave(socket.id) {
+        if let Some(departure) = self.rooms.leave(socket.id).await {
             stats::left(NAME);
             tracing::info!(protocol = NAME, sid = %socket.id, room = %departure.room, "left");
             for peer in &departure.remaining {
@@ -316,17 +332,17 @@ impl WebRtcRoom {
         }
         Ok(())
     }
+}
 
-    /// Tells the members still in a room that `d.member` is gone.
-    fn announce_exit(&self, d: &Departure<SocketRef>, room: &str) {
-        let exit = Exit {
-            from: &d.member,
-            room,
-        };
-        for peer in &d.remaining {
-            if let Some(handle) = &peer.handle {
-                deliver(NAME, handle, "exit", &exit);
-            }
+/// Tells the members still in a room that `d.member` is gone.
+fn announce_exit(d: &Departure<Reach>, room: &str) {
+    let exit = Exit {
+        from: &d.member,
+        room,
+    };
+    for peer in &d.remaining {
+        if let Some(handle) = &peer.handle {
+            deliver(NAME, handle, "exit", &exit);
         }
     }
 }

@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::access::{bearer, query_token, Secret};
 use crate::adapters::Realm;
+use crate::cluster::runtime::Status;
 use crate::stats;
 
 /// What the admin handlers read.
@@ -40,6 +41,8 @@ pub struct AdminState {
     token: Option<Arc<str>>,
     /// Recent per-second totals, for the dashboard's chart.
     history: Arc<history::History>,
+    /// The cluster as this node sees it (cluster mode only).
+    cluster: Option<Arc<Status>>,
 }
 
 impl AdminState {
@@ -50,6 +53,7 @@ impl AdminState {
         ready: Arc<AtomicBool>,
         realms: Vec<Arc<dyn Realm>>,
         token: Option<Secret>,
+        cluster: Option<Arc<Status>>,
     ) -> Self {
         let realms = Arc::new(realms);
         Self {
@@ -62,6 +66,7 @@ impl AdminState {
             token: token
                 .filter(|t| !t.is_empty())
                 .map(|t| Arc::from(t.expose())),
+            cluster,
         }
     }
 }
@@ -163,6 +168,12 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<serde_json::Value>) {
+    if state.cluster.as_ref().is_some_and(|c| !c.ready()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "redis_unreachable" })),
+        );
+    }
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
@@ -176,6 +187,9 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<serde_json
 async fn metrics(State(state): State<AdminState>) -> String {
     // Gauges are read from the live state at scrape time, so they can never lag behind it.
     PROCESS.collect();
+    if let Some(cluster) = &state.cluster {
+        cluster.record_metrics();
+    }
     for realm in state.realms.iter() {
         let (rooms, members) = realm.sizes();
         stats::set_sizes(realm.name(), rooms, members);

@@ -1,8 +1,7 @@
 //! The `[cluster]` settings and their checks.
 //!
-//! Cluster mode is off while `redis_url` is empty (the default). This build cannot run it yet,
-//! so a set `redis_url` is a start-up error after the other keys were checked: no key is
-//! accepted silently while it does nothing.
+//! Cluster mode is off while `redis_url` is empty (the default): one node, state in memory,
+//! no Redis needed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -97,12 +96,16 @@ impl ClusterConfig {
                 );
             }
         }
-        bad(
-            "redis_url",
-            "cluster mode is not available in this build yet (the foundation is in \
-             src/cluster and src/store/redis.rs); leave cluster.redis_url empty"
-                .into(),
-        )
+        Ok(())
+    }
+
+    /// The host other nodes reach this node's listener at `listen` by.
+    pub fn advertised(&self, listen: SocketAddr) -> String {
+        if self.advertise_host.is_empty() {
+            listen.ip().to_string()
+        } else {
+            self.advertise_host.clone()
+        }
     }
 }
 
@@ -126,16 +129,13 @@ mod tests {
     }
 
     #[test]
-    fn a_set_redis_url_is_refused_until_cluster_mode_exists() {
-        let e = load(&[
+    fn a_set_redis_url_turns_cluster_mode_on() {
+        let c = load(&[
             ("GATEWAY_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379/"),
             ("GATEWAY_CLUSTER__ADVERTISE_HOST", "10.0.0.5"),
         ])
-        .expect_err("refused");
-        assert!(
-            e.starts_with("cluster.redis_url: cluster mode is not available"),
-            "{e}"
-        );
+        .expect("loads");
+        assert!(c.cluster.enabled());
     }
 
     #[test]

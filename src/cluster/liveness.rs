@@ -159,6 +159,33 @@ impl Liveness {
             .collect())
     }
 
+    /// Every registered node: (id, advertised address, heartbeat alive), for operators.
+    pub async fn nodes(&self) -> Result<Vec<(String, String, bool)>, LivenessError> {
+        let nodes: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(format!("{}:nodes", self.prefix))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_err("list nodes"))?;
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &nodes {
+            pipe.cmd("EXISTS").arg(self.hb_key(id));
+        }
+        let alive: Vec<bool> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_err("check heartbeats"))?;
+        let mut out: Vec<(String, String, bool)> = nodes
+            .into_iter()
+            .zip(alive)
+            .map(|((id, address), alive)| (id, address, alive))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Forgets a dead node once its members were dealt with in every realm; `false` when
     /// it came back meanwhile (its heartbeat exists again) and was kept.
     pub async fn forget(&self, node: &str) -> Result<bool, LivenessError> {

@@ -19,8 +19,10 @@
 //! own reconnect policy we would have to bend to ours.
 
 pub mod config;
+pub mod link;
 pub mod liveness;
 pub mod node;
+pub mod runtime;
 pub mod supervisor;
 pub mod transport;
 

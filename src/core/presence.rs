@@ -65,6 +65,9 @@ pub enum RebindError {
     /// The new connection closed before the rebind was handled.
     #[error("the connection is closed")]
     ConnectionClosed,
+    /// The shared room state (cluster mode) could not be reached.
+    #[error("room state unavailable, try again")]
+    Unavailable,
 }
 
 /// What a rebind found.
@@ -73,13 +76,13 @@ pub struct Rebound<H> {
     /// The room.
     pub room: Arc<str>,
     /// The connection the member was still bound to, if its drop had not been noticed yet.
-    pub previous_conn: Option<ConnId>,
+    pub previous_conn: Option<Arc<str>>,
     /// Connected members with no link to it, oldest first.
     pub unlinked: Vec<Peer<H>>,
     /// Connected peers linked to it, with their own connector for the link.
     pub linked: Vec<LinkedPeer<H>>,
     /// Linked peers that are gone, by the connection the member knew them by.
-    pub gone: Vec<ConnId>,
+    pub gone: Vec<Arc<str>>,
 }
 
 impl<H: Handle + Send + Sync + 'static> Rooms<H> {
@@ -155,7 +158,9 @@ impl<H: Handle + Send + Sync + 'static> Rooms<H> {
                 }
             }
             let previous = t.bind(&req.member, req.conn, req.handle);
-            let previous_conn = previous.filter(|c| *c != req.conn);
+            let previous_conn = previous
+                .filter(|c| *c != req.conn)
+                .map(|c| c.to_string().into());
             let links = match t.member_mut(&req.member) {
                 Some(m) => {
                     m.absence += 1;
@@ -178,7 +183,7 @@ impl<H: Handle + Send + Sync + 'static> Rooms<H> {
                         }
                         kept.push(link);
                     }
-                    _ => gone.push(link.peer_conn),
+                    _ => gone.push(link.peer_conn.to_string().into()),
                 }
             }
             let unlinked = t
@@ -252,7 +257,7 @@ mod tests {
         });
         assert!(matches!(d, Disconnected::Away { .. }));
         let departure = rx.await.expect("expired");
-        assert_eq!(departure.last_conn, c);
+        assert_eq!(&*departure.last_conn, c.to_string());
         assert_eq!(departure.linked.len(), 1);
         assert_eq!(departure.linked[0].handle, 1);
         assert_eq!(&*departure.linked[0].connector, "cAC");
@@ -275,7 +280,7 @@ mod tests {
                 may_replace_live: |_, _| true,
             })
             .expect("rebinds");
-        assert_eq!(r.previous_conn, Some(b));
+        assert_eq!(r.previous_conn.as_deref(), Some(b.to_string().as_str()));
         // The old connection's drop is noticed now: it is no longer the member's.
         let d = rooms.disconnect(b, Duration::from_secs(1), |_| panic!("must not expire"));
         assert!(matches!(d, Disconnected::NotMember));
@@ -308,7 +313,7 @@ mod tests {
             .expect("rebinds");
         assert_eq!(r.linked.len(), 1);
         assert_eq!(&*r.linked[0].connector, "cAB");
-        assert_eq!(r.gone, vec![c]);
+        assert_eq!(r.gone, vec![Arc::<str>::from(c.to_string())]);
         assert!(r.unlinked.is_empty());
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(rooms.sizes(), (1, 2));

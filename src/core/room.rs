@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::core::{ConnId, Handle};
-use crate::store::{Link, Member, MemoryStore, Table};
+use crate::store::memory::{Link, Member, MemoryStore, Table};
 
 /// The rooms of one realm and the rules that govern them.
 ///
@@ -71,7 +71,7 @@ pub struct Departure<H> {
     /// Who left.
     pub member: Arc<str>,
     /// The last connection it had (how its peers knew it).
-    pub last_conn: ConnId,
+    pub last_conn: Arc<str>,
     /// Who is still there, oldest first (empty: the room is gone).
     pub remaining: Vec<Peer<H>>,
     /// Connected peers that had linked to it, with their own connector for that link.
@@ -133,6 +133,9 @@ pub enum Refusal {
     /// The connection closed before the join was handled.
     #[error("the connection is closed")]
     ConnectionClosed,
+    /// The shared room state (cluster mode) could not be reached.
+    #[error("room state unavailable, try again")]
+    Unavailable,
 }
 
 impl Refusal {
@@ -144,6 +147,7 @@ impl Refusal {
             Refusal::MemberIdInUse => "member_id_in_use",
             Refusal::TooManyRooms { .. } => "max_rooms",
             Refusal::ConnectionClosed => "connection_closed",
+            Refusal::Unavailable => "store_unavailable",
         }
     }
 }
@@ -169,6 +173,9 @@ pub enum RouteError {
         /// The limit.
         max: usize,
     },
+    /// The shared room state (cluster mode) could not be reached.
+    #[error("room state unavailable")]
+    Unavailable,
 }
 
 impl RouteError {
@@ -180,6 +187,7 @@ impl RouteError {
             RouteError::OtherRoom => "other_room",
             RouteError::TargetAway => "target_away",
             RouteError::TooManyLinks { .. } => "max_links",
+            RouteError::Unavailable => "store_unavailable",
         }
     }
 }
@@ -212,6 +220,9 @@ pub struct MemberView {
     pub name: Option<String>,
     /// Its current (or last) connection id.
     pub connection: String,
+    /// The node that holds its connection (cluster mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// `connected`, or `away` during a reconnect grace period.
     pub state: &'static str,
     /// When it joined (RFC 3339).
@@ -466,6 +477,7 @@ impl<H> RoomCopy<H> {
                     id: m.key.to_string(),
                     name: m.name.as_deref().map(str::to_owned),
                     connection: m.last_conn.to_string(),
+                    node: None,
                     state: if m.handle.is_some() {
                         "connected"
                     } else {
@@ -549,7 +561,7 @@ pub(super) fn remove_in<H: Clone>(t: &mut Table<H>, key: &Arc<str>) -> Option<De
     Some(Departure {
         room: member.room,
         member: key.clone(),
-        last_conn: member.last_conn,
+        last_conn: member.last_conn.to_string().into(),
         remaining,
         linked,
     })

@@ -1,324 +1,154 @@
-//! Where room state lives.
+//! Where room state lives, behind the one interface the adapters use.
 //!
-//! The core decides *what* happens (rules, outcomes); the store only holds *where things are*:
-//! which rooms exist, which members they hold in join order, and which connection each member
-//! is reached through. Keeping the two apart lets the state move (to Redis, for several nodes)
-//! without the rules or the adapters changing.
+//! A realm (one protocol's rooms) asks its [`Store`] to join, leave, route, mark a dropped
+//! connection away, rebind a returning member, and describe the rooms for operators. Two
+//! implementations answer, with the same rules and the same outcomes:
+//! - [`memory`]: this process's memory, the default; the core's rules ([`crate::core::Rooms`])
+//!   run over an in-memory table. Every call completes without waiting.
+//! - [`shared`] over [`redis`]: cluster mode. The same rules run as one atomic Lua script each,
+//!   so several nodes can share every room; members are found by *address* (node + connection)
+//!   and the adapter's [`Locator`] turns an address into something it can deliver to (its
+//!   own socket, or a link to the node that holds it).
 //!
-//! Today there is one store, in memory. All of a realm's state sits behind one mutex that is
-//! held only for the few map operations of one core call, never across an `.await` or a send,
-//! so a slow client can never hold it. `parking_lot`'s mutex does not poison: a panic in one
-//! call cannot wedge the state for everyone else.
+//! The adapters never learn which one they have: they hold a `Store` and await its calls.
 
+pub mod memory;
 pub mod redis;
+pub mod shared;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use crate::core::{
+    ConnId, ConnInfo, Departure, Disconnected, Handle, Join, JoinOutcome, LinkNote, Rebind,
+    RebindError, Rebound, Refusal, RoomView, Rooms, Route, RouteError, Target,
+};
+pub use shared::{Locator, SharedRooms};
 
-use crate::core::ConnId;
+/// What a realm does with a member that left without a request of its own: its grace period
+/// ended, or the node that held it died. The adapter tells the member's peers.
+pub type OnDeparted<H> = Arc<dyn Fn(Departure<H>) + Send + Sync>;
 
-/// One realm's rooms and members, in memory.
-pub struct MemoryStore<H> {
-    table: Mutex<Table<H>>,
+/// The shared state could not be reached; nothing was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("room state unavailable")]
+pub struct Unavailable;
+
+/// One realm's room state, in memory or shared through Redis.
+pub enum Store<H> {
+    /// One node: the core's rules over this process's memory.
+    Memory {
+        /// The rooms.
+        rooms: Arc<Rooms<H>>,
+        /// Told of members whose grace period ended.
+        on_departed: OnDeparted<H>,
+    },
+    /// Cluster mode: the rooms of every node, in Redis.
+    Shared(Arc<SharedRooms<H>>),
 }
 
-impl<H> Default for MemoryStore<H> {
-    fn default() -> Self {
-        Self {
-            table: Mutex::new(Table {
-                rooms: HashMap::new(),
-                members: HashMap::new(),
-                conns: HashMap::new(),
-                away: BTreeMap::new(),
-                away_seq: 0,
-            }),
+impl<H: Handle + Send + Sync + 'static> Store<H> {
+    /// A realm in this process's memory.
+    pub fn in_memory(on_departed: OnDeparted<H>) -> Self {
+        Store::Memory {
+            rooms: Arc::new(Rooms::new()),
+            on_departed,
         }
     }
-}
 
-impl<H> MemoryStore<H> {
-    /// Runs `f` with exclusive access to the table. Keep `f` short: no I/O, no sends.
-    pub fn transact<R>(&self, f: impl FnOnce(&mut Table<H>) -> R) -> R {
-        f(&mut self.table.lock())
-    }
-}
-
-/// The rooms and members of one realm, with the primitive operations the core builds on.
-///
-/// Invariants kept here: every member is listed in exactly its room's member list; a room
-/// with no members does not exist; `conns` maps exactly the bound connections.
-pub struct Table<H> {
-    rooms: HashMap<Arc<str>, Room>,
-    members: HashMap<Arc<str>, Member<H>>,
-    conns: HashMap<ConnId, Arc<str>>,
-    /// Rooms whose members are all away, by when they became so (oldest first): the rooms
-    /// that may give way when a live join needs a room slot.
-    away: BTreeMap<u64, Arc<str>>,
-    away_seq: u64,
-}
-
-/// A room: its members' keys in the order they joined (peers are listed in that order).
-#[derive(Debug, Default)]
-pub struct Room {
-    /// Member keys, oldest first.
-    pub members: Vec<Arc<str>>,
-    /// Members bound to a connection now.
-    connected: usize,
-    /// Its key in [`Table`]'s away index while every member is away.
-    away_since: Option<u64>,
-}
-
-/// A member: where it is and how to reach it.
-#[derive(Debug)]
-pub struct Member<H> {
-    /// The room it is in.
-    pub room: Arc<str>,
-    /// The connection it is currently bound to, if any (none while it is away).
-    pub conn: Option<ConnId>,
-    /// How the adapter sends to that connection.
-    pub handle: Option<H>,
-    /// A display name, for protocols that require names to be unique within a room.
-    pub name: Option<Arc<str>>,
-    /// When it joined, for operators.
-    pub joined_at: SystemTime,
-    /// Distinguishes this member from a later one that reuses its key.
-    pub epoch: u64,
-    /// The last connection it was bound to (its wire id while it is away or gone).
-    pub last_conn: ConnId,
-    /// Bumped on every disconnect and rebind, so a grace timer can tell whether the
-    /// absence it was started for is still the current one.
-    pub absence: u64,
-    /// Peers that set up a link *to* this member: their key, epoch and their connector.
-    pub links: Vec<Link>,
-}
-
-/// A media link that a peer opened to a member, recorded on that member.
-#[derive(Debug, Clone)]
-pub struct Link {
-    /// The peer's member key.
-    pub peer: Arc<str>,
-    /// The peer's epoch when the link was made (a reused key is another peer).
-    pub peer_epoch: u64,
-    /// The peer's connection when the link was made (how the member's client knows it).
-    pub peer_conn: ConnId,
-    /// The peer's own connector id for this link (opaque to the gateway).
-    pub connector: Arc<str>,
-    /// The stream kind (opaque to the gateway).
-    pub stream: Arc<str>,
-}
-
-impl<H> Table<H> {
-    /// The member bound to `conn`, with its key.
-    pub fn member_by_conn(&self, conn: ConnId) -> Option<(&Arc<str>, &Member<H>)> {
-        let key = self.conns.get(&conn)?;
-        self.members.get(key).map(|m| (key, m))
+    /// Whether calls may wait (on Redis). Callers that must keep one connection's requests in
+    /// order then queue them; in memory every call completes at once.
+    pub fn waits(&self) -> bool {
+        matches!(self, Store::Shared(_))
     }
 
-    /// The member with key `key`.
-    pub fn member(&self, key: &str) -> Option<&Member<H>> {
-        self.members.get(key)
+    /// Puts a connection into a room, leaving the room it was in first.
+    pub async fn join(&self, req: Join<H>) -> Result<JoinOutcome<H>, Refusal> {
+        match self {
+            Store::Memory { rooms, .. } => rooms.join(req),
+            Store::Shared(s) => Box::pin(s.join(req)).await,
+        }
     }
 
-    /// The room named `name`.
-    pub fn room(&self, name: &str) -> Option<&Room> {
-        self.rooms.get(name)
+    /// Takes the member bound to `conn` out of its room.
+    pub async fn leave(&self, conn: ConnId) -> Option<Departure<H>> {
+        match self {
+            Store::Memory { rooms, .. } => rooms.leave(conn),
+            Store::Shared(s) => Box::pin(s.leave(conn)).await,
+        }
     }
 
-    /// The room named `name`, with its name as stored (shared, not copied).
-    pub fn room_entry(&self, name: &str) -> Option<(&Arc<str>, &Room)> {
-        self.rooms.get_key_value(name)
+    /// Checks that `conn` may reach `to` and returns how (recording `link` on the target).
+    pub async fn route(
+        &self,
+        conn: ConnId,
+        to: Target<'_>,
+        link: Option<LinkNote>,
+    ) -> Result<Route<H>, RouteError> {
+        match self {
+            Store::Memory { rooms, .. } => rooms.route(conn, to, link),
+            Store::Shared(s) => Box::pin(s.route(conn, to, link)).await,
+        }
     }
 
-    /// The member with key `key`, to change it. Use [`Table::bind`] and [`Table::unbind`]
-    /// for its connection, which is indexed.
-    pub fn member_mut(&mut self, key: &str) -> Option<&mut Member<H>> {
-        self.members.get_mut(key)
-    }
-
-    /// Binds a member to a (new) connection. Returns the connection it was bound to before.
-    pub fn bind(&mut self, key: &Arc<str>, conn: ConnId, handle: H) -> Option<ConnId> {
-        let member = self.members.get_mut(key)?;
-        let old = member.conn.replace(conn);
-        member.handle = Some(handle);
-        member.last_conn = conn;
-        let room = member.room.clone();
-        match old {
-            Some(old) => {
-                self.conns.remove(&old);
+    /// The connection `conn` dropped: its member leaves now (zero `grace`) or is kept away
+    /// for `grace`; if the grace ends first, the realm's [`OnDeparted`] hears of it.
+    pub async fn disconnect(&self, conn: ConnId, grace: Duration) -> Disconnected<H> {
+        match self {
+            Store::Memory { rooms, on_departed } => {
+                let on_departed = on_departed.clone();
+                rooms.disconnect(conn, grace, move |d| on_departed(d))
             }
-            None => self.count_connected(&room, true),
-        }
-        self.conns.insert(conn, key.clone());
-        old
-    }
-
-    /// Unbinds a member from its connection (it stays in its room, away).
-    pub fn unbind(&mut self, key: &str) {
-        if let Some(member) = self.members.get_mut(key) {
-            member.handle = None;
-            if let Some(conn) = member.conn.take() {
-                self.conns.remove(&conn);
-                let room = member.room.clone();
-                self.count_connected(&room, false);
-            }
+            Store::Shared(s) => Box::pin(s.disconnect(conn, grace)).await,
         }
     }
 
-    /// Counts a member of `room` in (`up`) or out of its connected members, keeping the
-    /// away index: a room is in it exactly while it has members and none is connected.
-    fn count_connected(&mut self, room: &Arc<str>, up: bool) {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return;
-        };
-        r.connected = if up {
-            r.connected + 1
-        } else {
-            r.connected.saturating_sub(1)
-        };
-        match (r.connected == 0 && !r.members.is_empty(), r.away_since) {
-            (true, None) => {
-                self.away_seq += 1;
-                r.away_since = Some(self.away_seq);
-                self.away.insert(self.away_seq, room.clone());
-            }
-            (false, Some(since)) => {
-                r.away_since = None;
-                self.away.remove(&since);
-            }
-            _ => {}
+    /// Binds an existing member to a new connection.
+    pub async fn rebind(&self, req: Rebind<H>) -> Result<Rebound<H>, RebindError> {
+        match self {
+            Store::Memory { rooms, .. } => rooms.rebind(req),
+            Store::Shared(s) => Box::pin(s.rebind(req)).await,
         }
     }
 
-    /// The room whose members have all been away the longest.
-    pub fn oldest_away_room(&self) -> Option<Arc<str>> {
-        self.away.values().next().cloned()
-    }
-
-    /// Adds a member to its room, creating the room if needed. The key must be free.
-    pub fn insert(&mut self, key: Arc<str>, member: Member<H>) {
-        debug_assert!(!self.members.contains_key(&key));
-        let room = member.room.clone();
-        let connected = member.conn.is_some();
-        if let Some(conn) = member.conn {
-            self.conns.insert(conn, key.clone());
-        }
-        self.rooms
-            .entry(room.clone())
-            .or_default()
-            .members
-            .push(key.clone());
-        self.members.insert(key, member);
-        if connected {
-            self.count_connected(&room, true);
+    /// Whether a member of `room` uses display name `name`.
+    pub async fn name_taken(&self, room: &str, name: &str) -> Result<bool, Unavailable> {
+        match self {
+            Store::Memory { rooms, .. } => Ok(rooms.name_taken(room, name)),
+            Store::Shared(s) => Box::pin(s.name_taken(room, name)).await,
         }
     }
 
-    /// Removes a member, and its room when it was the last one.
-    pub fn remove(&mut self, key: &str) -> Option<Member<H>> {
-        let member = self.members.remove(key)?;
-        if let Some(room) = self.rooms.get_mut(&member.room) {
-            room.members.retain(|k| &**k != key);
-        }
-        if let Some(conn) = member.conn {
-            self.conns.remove(&conn);
-            self.count_connected(&member.room, false);
-        }
-        if self
-            .rooms
-            .get(&member.room)
-            .is_some_and(|r| r.members.is_empty())
-        {
-            if let Some(since) = self.rooms.remove(&member.room).and_then(|r| r.away_since) {
-                self.away.remove(&since);
-            }
-        }
-        Some(member)
-    }
-
-    /// Number of rooms.
-    pub fn room_count(&self) -> usize {
-        self.rooms.len()
-    }
-
-    /// Number of members.
-    pub fn member_count(&self) -> usize {
-        self.members.len()
-    }
-
-    /// Every room name with its members, for operators.
-    pub fn rooms(&self) -> impl Iterator<Item = (&Arc<str>, &Room)> {
-        self.rooms.iter()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(room: &str) -> Member<()> {
-        Member {
-            room: room.into(),
-            conn: Some(ConnId::new()),
-            handle: Some(()),
-            name: None,
-            joined_at: SystemTime::now(),
-            epoch: 0,
-            last_conn: ConnId::new(),
-            absence: 0,
-            links: Vec::new(),
+    /// The room and member key of `conn`, if it is in one. Never waits: a node knows which
+    /// of its own connections are members.
+    pub fn membership(&self, conn: ConnId) -> Option<(Arc<str>, Arc<str>)> {
+        match self {
+            Store::Memory { rooms, .. } => rooms.membership(conn),
+            Store::Shared(s) => s.membership(conn),
         }
     }
 
-    #[test]
-    fn rooms_whose_members_are_all_away_are_indexed_oldest_first() {
-        let store = MemoryStore::<()>::default();
-        store.transact(|t| {
-            let (a, b, c) = (member("r1"), member("r1"), member("r2"));
-            let (conn_a, conn_b) = (a.conn, b.conn);
-            t.insert("a".into(), a);
-            t.insert("b".into(), b);
-            t.insert("c".into(), c);
-            assert_eq!(t.oldest_away_room(), None);
-            t.unbind("c");
-            t.unbind("a");
-            assert_eq!(t.oldest_away_room().as_deref(), Some("r2"));
-            t.unbind("b");
-            t.remove("c");
-            assert_eq!(t.oldest_away_room().as_deref(), Some("r1"), "r2 is gone");
-            if let Some(conn) = conn_b {
-                t.bind(&"b".into(), conn, ());
-            }
-            assert_eq!(t.oldest_away_room(), None, "b came back");
-            t.unbind("b");
-            t.remove("b");
-            assert_eq!(
-                t.oldest_away_room().as_deref(),
-                Some("r1"),
-                "a is still away"
-            );
-            t.remove("a");
-            assert_eq!(t.oldest_away_room(), None);
-            assert!(t.away.is_empty() && t.rooms.is_empty());
-            let _ = conn_a;
-        });
+    /// Every room with its members, for operators.
+    pub fn snapshot(&self, describe: impl Fn(&H) -> ConnInfo) -> Vec<RoomView> {
+        match self {
+            Store::Memory { rooms, .. } => rooms.snapshot(describe),
+            Store::Shared(s) => s.snapshot(describe),
+        }
     }
 
-    #[test]
-    fn last_member_out_removes_the_room() {
-        let store = MemoryStore::<()>::default();
-        store.transact(|t| {
-            t.insert("a".into(), member("r"));
-            t.insert("b".into(), member("r"));
-            assert_eq!(t.room_count(), 1);
-            t.remove("a");
-            assert_eq!(t.room("r").map(|r| r.members.len()), Some(1));
-            t.remove("b");
-            assert_eq!(t.room_count(), 0);
-            assert_eq!(t.member_count(), 0);
-            assert!(t.conns.is_empty());
-        });
+    /// One room with its members, for operators.
+    pub fn room_snapshot(&self, room: &str, describe: impl Fn(&H) -> ConnInfo) -> Option<RoomView> {
+        match self {
+            Store::Memory { rooms, .. } => rooms.room_snapshot(room, describe),
+            Store::Shared(s) => s.snapshot(describe).into_iter().find(|r| r.name == room),
+        }
+    }
+
+    /// Number of rooms and members.
+    pub fn sizes(&self) -> (usize, usize) {
+        match self {
+            Store::Memory { rooms, .. } => rooms.sizes(),
+            Store::Shared(s) => s.sizes(),
+        }
     }
 }

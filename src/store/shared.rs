@@ -1,0 +1,576 @@
+//! A realm's rooms shared by every node of a cluster: the [`Store`](super::Store) interface
+//! over [`RedisStore`].
+//!
+//! The rules themselves run in Redis, one atomic script each (see `redis.rs`); this type turns
+//! their address-level answers into the core's outcomes. An address on this node becomes this
+//! node's own handle for that connection; an address on another node becomes whatever the
+//! adapter's [`Locator`] makes of it (a link that publishes to that node).
+//!
+//! Each node also remembers which of *its own* connections are members, and of which room.
+//! That answers `membership` without a round trip, lets the inbox check that a message from
+//! another node is for a connection that is in the room the sender stamped, and is what the
+//! node puts back when Redis comes back empty.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use super::redis::{
+    Address, Gone, JoinArgs, JoinResult, LinkArgs, PeerAt, RebindArgs, RebindResult, RedisStore,
+    Restored, RoomSnap, RouteResult, RouteTarget,
+};
+use super::{OnDeparted, Unavailable};
+use crate::core::{
+    ConnId, ConnInfo, Departure, Disconnected, Handle, Join, JoinOutcome, Joined, LinkNote,
+    LinkedPeer, MemberView, Peer, Rebind, RebindError, Rebound, Refusal, RoomView, Route,
+    RouteError, Target,
+};
+
+/// How an adapter reaches connections it does not hold.
+pub trait Locator<H>: Send + Sync {
+    /// A handle that delivers to connection `at` (on another node), stamped with `room`.
+    fn remote(&self, at: &Address, room: &Arc<str>) -> H;
+    /// Who opened the connection behind `handle` (address and client), as an opaque string:
+    /// a returning member may take over its still-live connection only from the same source.
+    fn source(&self, handle: &H) -> String;
+    /// Connection `at` on another node is no longer its member's connection (the member came
+    /// back on this node).
+    fn detach(&self, at: &Address);
+}
+
+/// One of this node's connections that is a member.
+#[derive(Clone)]
+struct Local<H> {
+    handle: H,
+    member: Arc<str>,
+    room: Arc<str>,
+    name: Option<Arc<str>>,
+    seq: u64,
+    source: String,
+}
+
+/// The operators' view, refreshed in the background while someone looks.
+#[derive(Default)]
+struct View {
+    rooms: Vec<RoomSnap>,
+    sizes: (usize, usize),
+    asked: Option<Instant>,
+}
+
+/// One realm's rooms in Redis, as this node sees them.
+pub struct SharedRooms<H> {
+    redis: RedisStore,
+    realm: &'static str,
+    node: Arc<str>,
+    locator: Arc<dyn Locator<H>>,
+    local: Mutex<HashMap<ConnId, Local<H>>>,
+    on_departed: OnDeparted<H>,
+    view: Mutex<View>,
+    /// Whether the last call reached Redis, for readiness.
+    reachable: AtomicBool,
+}
+
+/// How long operators' views are refreshed after the last look.
+const VIEW_INTEREST: Duration = Duration::from_secs(30);
+
+impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
+    /// The realm `realm` of node `node`, over `redis`.
+    pub fn new(
+        redis: RedisStore,
+        realm: &'static str,
+        node: &str,
+        locator: Arc<dyn Locator<H>>,
+        on_departed: OnDeparted<H>,
+    ) -> Arc<Self> {
+        let rooms = Arc::new(Self {
+            redis,
+            realm,
+            node: node.into(),
+            locator,
+            local: Mutex::default(),
+            on_departed,
+            view: Mutex::default(),
+            reachable: AtomicBool::new(true),
+        });
+        let weak = Arc::downgrade(&rooms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(rooms) = weak.upgrade() else { return };
+                rooms.refresh_view().await;
+            }
+        });
+        rooms
+    }
+
+    /// The realm's name.
+    pub fn realm(&self) -> &'static str {
+        self.realm
+    }
+
+    /// Whether the last call reached Redis.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, action: &str, e: &dyn std::fmt::Display) {
+        self.reachable.store(false, Ordering::Relaxed);
+        crate::stats::cluster_redis_error(action);
+        tracing::warn!(realm = self.realm, action, error = %e, "cluster: room state unreachable");
+    }
+
+    fn reached(&self) {
+        self.reachable.store(true, Ordering::Relaxed);
+    }
+
+    fn here(&self, conn: ConnId) -> Address {
+        Address {
+            node: self.node.to_string(),
+            conn: conn.to_string(),
+        }
+    }
+
+    /// A handle for a member reached at `at` (none while it is away, or when it is one of
+    /// this node's connections that has closed meanwhile).
+    fn resolve(&self, at: Option<&Address>, room: &Arc<str>) -> Option<H> {
+        let at = at?;
+        if *at.node == *self.node {
+            let conn = ConnId::from_str(&at.conn).ok()?;
+            return self.local.lock().get(&conn).map(|l| l.handle.clone());
+        }
+        Some(self.locator.remote(at, room))
+    }
+
+    fn peers(&self, peers: Vec<PeerAt>, room: &Arc<str>) -> Vec<Peer<H>> {
+        peers
+            .into_iter()
+            .map(|p| Peer {
+                handle: self.resolve(p.at.as_ref(), room),
+                member: p.member.into(),
+            })
+            .collect()
+    }
+
+    fn departure(&self, gone: Gone) -> Departure<H> {
+        let room: Arc<str> = gone.room.into();
+        Departure {
+            member: gone.member.into(),
+            last_conn: gone.last_conn.into(),
+            remaining: self.peers(gone.remaining, &room),
+            linked: gone
+                .linked
+                .into_iter()
+                .filter_map(|l| {
+                    Some(LinkedPeer {
+                        handle: self.resolve(Some(&l.at), &room)?,
+                        member: l.member.into(),
+                        connector: l.connector.into(),
+                    })
+                })
+                .collect(),
+            room,
+        }
+    }
+
+    /// Puts a connection into a room, leaving the room it was in first.
+    pub async fn join(&self, req: Join<H>) -> Result<JoinOutcome<H>, Refusal> {
+        if !req.handle.is_open() {
+            return Err(Refusal::ConnectionClosed);
+        }
+        let at = self.here(req.conn);
+        let source = self.locator.source(&req.handle);
+        let args = JoinArgs {
+            member: &req.member,
+            room: &req.room,
+            at: &at,
+            name: req.name.as_deref(),
+            capacity: req.capacity,
+            max_rooms: req.max_rooms,
+            source: &source,
+        };
+        let result = self.redis.join(&args).await.map_err(|e| {
+            self.failed("join", &e);
+            Refusal::Unavailable
+        })?;
+        self.reached();
+        match result {
+            JoinResult::Joined {
+                seq,
+                existing,
+                left,
+            } => {
+                let room = req.room.clone();
+                self.local.lock().insert(
+                    req.conn,
+                    Local {
+                        handle: req.handle,
+                        member: req.member,
+                        room: req.room,
+                        name: req.name,
+                        seq,
+                        source,
+                    },
+                );
+                Ok(JoinOutcome::Joined(Joined {
+                    existing: self.peers(existing, &room),
+                    left: left.map(|g| self.departure(g)),
+                }))
+            }
+            JoinResult::AlreadyMember { peers } => Ok(JoinOutcome::AlreadyMember {
+                peers: self.peers(peers, &req.room),
+            }),
+            JoinResult::Full => Err(Refusal::RoomFull {
+                capacity: req.capacity,
+            }),
+            JoinResult::NameTaken => Err(Refusal::NameTaken),
+            JoinResult::MemberIdInUse => Err(Refusal::MemberIdInUse),
+            JoinResult::TooManyRooms => Err(Refusal::TooManyRooms { max: req.max_rooms }),
+        }
+    }
+
+    /// Takes the member bound to `conn` out of its room.
+    pub async fn leave(&self, conn: ConnId) -> Option<Departure<H>> {
+        self.local.lock().remove(&conn)?;
+        match self.redis.leave(&conn.to_string()).await {
+            Ok(gone) => {
+                self.reached();
+                gone.map(|g| self.departure(g))
+            }
+            Err(e) => {
+                self.failed("leave", &e);
+                None
+            }
+        }
+    }
+
+    /// Checks that `conn` may reach `to` and returns how.
+    pub async fn route(
+        &self,
+        conn: ConnId,
+        to: Target<'_>,
+        link: Option<LinkNote>,
+    ) -> Result<Route<H>, RouteError> {
+        if !self.local.lock().contains_key(&conn) {
+            return Err(RouteError::NotJoined);
+        }
+        let target_conn;
+        let target = match to {
+            Target::Member(key) => RouteTarget::Member(key),
+            Target::Conn(c) => {
+                target_conn = c.to_string();
+                RouteTarget::Conn(&target_conn)
+            }
+        };
+        let args = link.as_ref().map(|l| LinkArgs {
+            connector: &l.connector,
+            stream: &l.stream,
+            max_links: l.max_links,
+        });
+        let result = self
+            .redis
+            .route(&conn.to_string(), target, args.as_ref())
+            .await
+            .map_err(|e| {
+                self.failed("route", &e);
+                RouteError::Unavailable
+            })?;
+        self.reached();
+        match result {
+            RouteResult::Routed {
+                sender,
+                target,
+                room,
+            } => {
+                let room: Arc<str> = room.into();
+                let target = self
+                    .resolve(Some(&target), &room)
+                    .ok_or(RouteError::TargetAway)?;
+                Ok(Route {
+                    sender: sender.into(),
+                    target,
+                })
+            }
+            RouteResult::NotJoined => Err(RouteError::NotJoined),
+            RouteResult::UnknownTarget => Err(RouteError::UnknownTarget),
+            RouteResult::OtherRoom => Err(RouteError::OtherRoom),
+            RouteResult::TargetAway => Err(RouteError::TargetAway),
+            RouteResult::TooManyLinks => Err(RouteError::TooManyLinks {
+                max: link.map_or(0, |l| l.max_links),
+            }),
+        }
+    }
+
+    /// The connection `conn` dropped.
+    pub async fn disconnect(&self, conn: ConnId, grace: Duration) -> Disconnected<H> {
+        let Some(local) = self.local.lock().remove(&conn) else {
+            return Disconnected::NotMember;
+        };
+        let id = conn.to_string();
+        if grace.is_zero() {
+            return match self.redis.leave(&id).await {
+                Ok(Some(g)) => {
+                    self.reached();
+                    Disconnected::Left(self.departure(g))
+                }
+                Ok(None) => Disconnected::NotMember,
+                Err(e) => {
+                    self.failed("leave", &e);
+                    Disconnected::NotMember
+                }
+            };
+        }
+        let deadline = now_ms().saturating_add(u64::try_from(grace.as_millis()).unwrap_or(0));
+        match self.redis.away(&id, deadline).await {
+            Ok(Some((member, room))) => {
+                self.reached();
+                Disconnected::Away {
+                    room: room.into(),
+                    member: member.into(),
+                }
+            }
+            Ok(None) => Disconnected::NotMember,
+            Err(e) => {
+                self.failed("away", &e);
+                Disconnected::Away {
+                    room: local.room,
+                    member: local.member,
+                }
+            }
+        }
+    }
+
+    /// Binds an existing member (possibly of another node) to a connection of this node.
+    pub async fn rebind(&self, req: Rebind<H>) -> Result<Rebound<H>, RebindError> {
+        if !req.handle.is_open() {
+            return Err(RebindError::ConnectionClosed);
+        }
+        let at = self.here(req.conn);
+        let source = self.locator.source(&req.handle);
+        let args = RebindArgs {
+            member: &req.member,
+            room: &req.room,
+            name: req.name.as_deref(),
+            at: &at,
+            source: &source,
+        };
+        let result = self.redis.rebind(&args).await.map_err(|e| {
+            self.failed("rebind", &e);
+            RebindError::Unavailable
+        })?;
+        self.reached();
+        let (room, previous, unlinked, linked, gone) = match result {
+            RebindResult::Rebound {
+                room,
+                previous,
+                unlinked,
+                linked,
+                gone,
+            } => (room, previous, unlinked, linked, gone),
+            RebindResult::Unknown => return Err(RebindError::Unknown),
+            RebindResult::Mismatch => return Err(RebindError::Mismatch),
+            RebindResult::ConnBusy => return Err(RebindError::ConnBusy),
+            RebindResult::Live => return Err(RebindError::Live),
+        };
+        let room: Arc<str> = room.into();
+        if let Some(prev) = &previous {
+            if *prev.node == *self.node {
+                if let Ok(c) = ConnId::from_str(&prev.conn) {
+                    self.local.lock().remove(&c);
+                }
+            } else {
+                self.locator.detach(prev);
+            }
+        }
+        self.local.lock().insert(
+            req.conn,
+            Local {
+                handle: req.handle,
+                member: req.member,
+                room: room.clone(),
+                name: req.name,
+                seq: 0,
+                source,
+            },
+        );
+        Ok(Rebound {
+            previous_conn: previous.map(|p| p.conn.into()),
+            unlinked: self.peers(unlinked, &room),
+            linked: linked
+                .into_iter()
+                .filter_map(|l| {
+                    Some(LinkedPeer {
+                        handle: self.resolve(Some(&l.at), &room)?,
+                        member: l.member.into(),
+                        connector: l.connector.into(),
+                    })
+                })
+                .collect(),
+            gone: gone.into_iter().map(Into::into).collect(),
+            room,
+        })
+    }
+
+    /// Whether a member of `room` uses display name `name`.
+    pub async fn name_taken(&self, room: &str, name: &str) -> Result<bool, Unavailable> {
+        match self.redis.name_taken(room, name).await {
+            Ok(taken) => {
+                self.reached();
+                Ok(taken)
+            }
+            Err(e) => {
+                self.failed("name_taken", &e);
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// The room and member of one of this node's connections.
+    pub fn membership(&self, conn: ConnId) -> Option<(Arc<str>, Arc<str>)> {
+        self.local
+            .lock()
+            .get(&conn)
+            .map(|l| (l.room.clone(), l.member.clone()))
+    }
+
+    /// This node's handle for `conn` if it is a member of `room`: where a message from
+    /// another node, stamped with that room, may be delivered.
+    pub fn member_in(&self, conn: &str, room: &str) -> Option<H> {
+        let conn = ConnId::from_str(conn).ok()?;
+        let local = self.local.lock();
+        let l = local.get(&conn)?;
+        (*l.room == *room).then(|| l.handle.clone())
+    }
+
+    /// Connection `conn` of this node lost its member to a connection on another node.
+    pub fn detached(&self, conn: &str) {
+        if let Ok(conn) = ConnId::from_str(conn) {
+            self.local.lock().remove(&conn);
+        }
+    }
+
+    /// A member left without a request of its own (grace ended, or its node died): its
+    /// peers are told through the realm's handler.
+    pub fn departed(&self, gone: Gone) {
+        let departure = self.departure(gone);
+        (self.on_departed)(departure);
+    }
+
+    /// Puts this node's live members back after Redis lost them (a restart without
+    /// persistence, or this node was taken for dead). Returns how many were restored.
+    pub async fn restore(&self) -> usize {
+        let members: Vec<(ConnId, Local<H>)> = self
+            .local
+            .lock()
+            .iter()
+            .filter(|(_, l)| l.handle.is_open())
+            .map(|(c, l)| (*c, l.clone()))
+            .collect();
+        let mut restored = 0;
+        for (conn, l) in members {
+            let at = self.here(conn);
+            let seq = if l.seq == 0 { now_ms() * 1000 } else { l.seq };
+            let (member, room) = (&l.member, &l.room);
+            match self
+                .redis
+                .restore(member, room, &at, l.name.as_deref(), seq, &l.source)
+                .await
+            {
+                Ok(Restored::Restored) => restored += 1,
+                Ok(Restored::Present) => {}
+                Ok(Restored::NameTaken) => {
+                    tracing::warn!(realm = self.realm, %member, %room, "cluster: a member could not be restored: its name was taken meanwhile");
+                }
+                Err(e) => {
+                    self.failed("restore", &e);
+                    return restored;
+                }
+            }
+        }
+        restored
+    }
+
+    /// Every room of the cluster with its members, for operators. Served from a view
+    /// refreshed every second while someone looks (the first look may show the state of up
+    /// to a second ago, or nothing yet).
+    pub fn snapshot(&self, describe: impl Fn(&H) -> ConnInfo) -> Vec<RoomView> {
+        let rooms: Vec<RoomSnap> = {
+            let mut view = self.view.lock();
+            view.asked = Some(Instant::now());
+            view.rooms.clone()
+        };
+        let local = self.local.lock();
+        rooms
+            .into_iter()
+            .map(|r| RoomView {
+                name: r.name,
+                members: r
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let here = *m.node == *self.node;
+                        let conn = here
+                            .then(|| ConnId::from_str(&m.conn).ok())
+                            .flatten()
+                            .and_then(|c| local.get(&c))
+                            .filter(|_| !m.away)
+                            .map(|l| describe(&l.handle));
+                        MemberView {
+                            id: m.member,
+                            name: m.name,
+                            connection: m.conn,
+                            node: Some(m.node),
+                            state: if m.away { "away" } else { "connected" },
+                            joined_at: humantime::format_rfc3339_seconds(
+                                UNIX_EPOCH + Duration::from_millis(m.joined_at_ms),
+                            )
+                            .to_string(),
+                            conn,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Number of rooms and members in the cluster (refreshed every second).
+    pub fn sizes(&self) -> (usize, usize) {
+        let mut view = self.view.lock();
+        view.asked = Some(Instant::now());
+        view.sizes
+    }
+
+    async fn refresh_view(&self) {
+        let wanted = self
+            .view
+            .lock()
+            .asked
+            .is_some_and(|t| t.elapsed() < VIEW_INTEREST);
+        if !wanted {
+            return;
+        }
+        let sizes = match self.redis.sizes().await {
+            Ok(s) => s,
+            Err(e) => return self.failed("sizes", &e),
+        };
+        let rooms = match self.redis.snapshot().await {
+            Ok(r) => r,
+            Err(e) => return self.failed("snapshot", &e),
+        };
+        let mut view = self.view.lock();
+        view.sizes = sizes;
+        view.rooms = rooms;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
