@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use engineioxide::Packet;
 use signal_gateway::adapters::webrtcroom::WebRtcRoom;
 use signal_gateway::adapters::{Realm, Stores};
-use signal_gateway::config::{Limits, WebRtcRoomConfig};
+use signal_gateway::config::{Limits, ProtocolConfig};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc::{Receiver, Sender};
 
@@ -83,7 +83,7 @@ fn main() {
         };
         let realm = WebRtcRoom::bind(
             &io,
-            &WebRtcRoomConfig::default(),
+            &ProtocolConfig::webrtcroom(),
             limits,
             &Stores::in_memory(),
         )

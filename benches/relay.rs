@@ -20,7 +20,7 @@ use serde_json::Value;
 use signal_gateway::adapters::chatroom::Chatroom;
 use signal_gateway::adapters::webrtcroom::WebRtcRoom;
 use signal_gateway::adapters::{EventFrame, Stores};
-use signal_gateway::config::{ChatroomConfig, Limits, WebRtcRoomConfig};
+use signal_gateway::config::{Limits, ProtocolConfig};
 use socketioxide::SocketIo;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -92,7 +92,7 @@ async fn webrtcroom_pair() -> Pair {
     let (_svc, io) = SocketIo::builder().max_buffer_size(4096).build_svc();
     WebRtcRoom::bind(
         &io,
-        &WebRtcRoomConfig::default(),
+        &ProtocolConfig::webrtcroom(),
         limits(),
         &Stores::in_memory(),
     );
@@ -129,7 +129,7 @@ async fn chatroom_pair() -> Pair {
     let (_svc, io) = SocketIo::builder().max_buffer_size(4096).build_svc();
     let _bound = Chatroom::bind(
         &io,
-        &ChatroomConfig::default(),
+        &ProtocolConfig::chatroom(),
         limits(),
         &Stores::in_memory(),
     );

@@ -19,13 +19,13 @@ use layers::Layers;
 mod layers;
 
 /// Everything the gateway can be told.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The WebRtcRoom protocol (socket.io 2.x apps).
-    pub webrtcroom: WebRtcRoomConfig,
+    pub webrtcroom: ProtocolConfig,
     /// The chatroom protocol (socket.io-client 4.x front-end).
-    pub chatroom: ChatroomConfig,
+    pub chatroom: ProtocolConfig,
     /// Abuse limits for every protocol (each protocol may override some in its own
     /// `[<protocol>.limits]` table).
     pub limits: Limits,
@@ -38,17 +38,34 @@ pub struct Config {
     /// TURN REST credentials handed out at `/turn` (`[turn]`; off unless `secret` is set).
     pub turn: TurnConfig,
     /// Several nodes sharing every room through Redis (`[cluster]`; off while `redis_url`
-    /// is empty, and not available in this build yet).
+    /// is empty).
     pub cluster: crate::cluster::ClusterConfig,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            webrtcroom: ProtocolConfig::webrtcroom(),
+            chatroom: ProtocolConfig::chatroom(),
+            limits: Limits::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            turn: TurnConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
+        }
+    }
+}
+
 /// How one protocol is served: where, on which namespace, with what transport settings.
+/// Both protocols have this one shape (`[webrtcroom]` and `[chatroom]`); only their defaults
+/// differ ([`ProtocolConfig::webrtcroom`], [`ProtocolConfig::chatroom`]).
 ///
-/// The first six keys are the fixed, documented schema operators rely on; the rest tune the
-/// Engine.IO transport and default to what the original server used.
+/// The first keys are the fixed, documented schema operators rely on; `limits`, `engine`,
+/// origins and tokens tune the listener and default to what the original servers did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct WebRtcRoomConfig {
+pub struct ProtocolConfig {
     /// Serve this protocol at all.
     pub enabled: bool,
     /// The address to listen on (`ip:port`).
@@ -57,91 +74,70 @@ pub struct WebRtcRoomConfig {
     pub namespace: String,
     /// TLS for this listener.
     pub tls: Tls,
-    /// A directory to serve as static files on the same address (empty: none).
+    /// A directory to serve as static files on the same address (empty: none). For chatroom,
+    /// the built client, served with a fallback to `index.html` for client-side routes.
     pub static_dir: PathBuf,
+    /// How long a member whose connection dropped is kept for a `reconnect` (chatroom only:
+    /// WebRtcRoom has no reconnect, and refuses the key).
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reconnect_grace: Option<Duration>,
     /// Most members a room may hold; 0 means unlimited.
     pub max_room_size: usize,
     /// Serve the demo page at `/demo/`.
     pub demo: bool,
-    /// Overrides of the global `[limits]` for this protocol (`[webrtcroom.limits]`).
+    /// Overrides of the global `[limits]` for this protocol (`[<protocol>.limits]`).
     pub limits: LimitsOverride,
-    /// Engine.IO settings for the listener (`[webrtcroom.engine]`).
+    /// Engine.IO settings for the listener (`[<protocol>.engine]`).
     pub engine: EngineConfig,
     /// Origins whose pages may connect (`https://*.example.com` patterns); empty: any.
     pub allowed_origins: Vec<String>,
     /// Refuse Engine.IO requests that carry no `Origin` header (native apps send none).
     pub require_origin: bool,
-    /// Connection tokens (`[webrtcroom.token]`).
+    /// Connection tokens (`[<protocol>.token]`).
     pub token: TokenConfig,
 }
 
-impl Default for WebRtcRoomConfig {
+impl Default for ProtocolConfig {
+    /// What serde falls back to for a key the defaults layer does not name: only an unset
+    /// `reconnect_grace` (WebRtcRoom's), which must stay unset. The real defaults come from
+    /// [`Config::default`], which gives each protocol its own.
     fn default() -> Self {
         Self {
-            enabled: true,
+            reconnect_grace: None,
+            ..Self::chatroom()
+        }
+    }
+}
+
+impl ProtocolConfig {
+    /// WebRtcRoom's defaults: HTTPS on 8443 with a self-signed certificate, like the original.
+    pub fn webrtcroom() -> Self {
+        Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            namespace: "/".into(),
             tls: Tls::SelfSigned,
-            static_dir: PathBuf::new(),
-            max_room_size: 0,
-            demo: true,
-            limits: LimitsOverride::default(),
+            reconnect_grace: None,
             // The original server (engine.io 3.2) used 25 s / 5 s.
             engine: EngineConfig {
                 ping_interval: Duration::from_secs(25),
                 ping_timeout: Duration::from_secs(5),
                 ..EngineConfig::default()
             },
-            allowed_origins: Vec::new(),
-            require_origin: false,
-            token: TokenConfig::default(),
+            ..Self::chatroom()
         }
     }
-}
 
-/// How the chatroom protocol is served. The first seven keys are the fixed schema.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChatroomConfig {
-    /// Serve this protocol at all.
-    pub enabled: bool,
-    /// The address to listen on (`ip:port`).
-    pub listen: SocketAddr,
-    /// The Socket.IO namespace the protocol answers on.
-    pub namespace: String,
-    /// TLS for this listener.
-    pub tls: Tls,
-    /// A directory holding the built client, served with a fallback to `index.html` for
-    /// client-side routes (empty: none).
-    pub static_dir: PathBuf,
-    /// How long a member whose connection dropped is kept for a `reconnect`.
-    #[serde(with = "humantime_serde")]
-    pub reconnect_grace: Duration,
-    /// Most members a room may hold; 0 means unlimited.
-    pub max_room_size: usize,
-    /// Serve the demo page at `/demo/`.
-    pub demo: bool,
-    /// Overrides of the global `[limits]` for this protocol (`[chatroom.limits]`).
-    pub limits: LimitsOverride,
-    /// Engine.IO settings for the listener (`[chatroom.engine]`).
-    pub engine: EngineConfig,
-    /// Origins whose pages may connect (`https://*.example.com` patterns); empty: any.
-    pub allowed_origins: Vec<String>,
-    /// Refuse Engine.IO requests that carry no `Origin` header (native apps send none).
-    pub require_origin: bool,
-    /// Connection tokens (`[chatroom.token]`).
-    pub token: TokenConfig,
-}
-
-impl Default for ChatroomConfig {
-    fn default() -> Self {
+    /// Chatroom's defaults: plain HTTP on 3000, a 15 s reconnect grace.
+    pub fn chatroom() -> Self {
         Self {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
             namespace: "/".into(),
             tls: Tls::Off,
             static_dir: PathBuf::new(),
-            reconnect_grace: Duration::from_secs(15),
+            reconnect_grace: Some(Duration::from_secs(15)),
             max_room_size: 0,
             demo: true,
             limits: LimitsOverride::default(),
@@ -151,6 +147,20 @@ impl Default for ChatroomConfig {
             require_origin: false,
             token: TokenConfig::default(),
         }
+    }
+
+    /// How long a dropped member is kept (zero: it leaves at once).
+    pub fn grace(&self) -> Duration {
+        self.reconnect_grace.unwrap_or_default()
+    }
+
+    /// Checks what types alone cannot, for the protocol's table `section`.
+    fn check(&self, section: &str) -> Result<(), ConfigError> {
+        check_namespace(&format!("{section}.namespace"), &self.namespace)?;
+        check_tls(&format!("{section}.tls"), &self.tls)?;
+        check_static_dir(&format!("{section}.static_dir"), &self.static_dir)?;
+        check_engine(&format!("{section}.engine"), &self.engine)?;
+        check_access(section, &self.allowed_origins, &self.token)
     }
 }
 
@@ -557,16 +567,15 @@ impl Config {
 
     /// Checks what types alone cannot: namespaces, files, listeners that clash.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let w = &self.webrtcroom;
-        check_namespace("webrtcroom.namespace", &w.namespace)?;
-        check_tls("webrtcroom.tls", &w.tls)?;
-        check_static_dir("webrtcroom.static_dir", &w.static_dir)?;
-        check_engine("webrtcroom.engine", &w.engine)?;
-        let c = &self.chatroom;
-        check_namespace("chatroom.namespace", &c.namespace)?;
-        check_tls("chatroom.tls", &c.tls)?;
-        check_static_dir("chatroom.static_dir", &c.static_dir)?;
-        check_engine("chatroom.engine", &c.engine)?;
+        let (w, c) = (&self.webrtcroom, &self.chatroom);
+        w.check("webrtcroom")?;
+        c.check("chatroom")?;
+        if w.reconnect_grace.is_some() {
+            return Err(ConfigError::invalid(
+                "webrtcroom.reconnect_grace",
+                "WebRtcRoom has no reconnect (its apps join again as new members); remove the key",
+            ));
+        }
         for (section, limits) in [
             ("limits", self.limits.clone()),
             ("webrtcroom.limits", self.limits.with(&w.limits)),
@@ -574,8 +583,6 @@ impl Config {
         ] {
             check_limits(section, &limits)?;
         }
-        check_access("webrtcroom", &w.allowed_origins, &w.token)?;
-        check_access("chatroom", &c.allowed_origins, &c.token)?;
         check_turn(&self.turn)?;
         check_admin(&self.admin)?;
         if !w.enabled && !c.enabled {
@@ -625,7 +632,7 @@ pub fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// Two protocols on one address share one Socket.IO instance: they need their own namespaces
 /// and the same transport settings.
-fn check_shared_listener(w: &WebRtcRoomConfig, c: &ChatroomConfig) -> Result<(), ConfigError> {
+fn check_shared_listener(w: &ProtocolConfig, c: &ProtocolConfig) -> Result<(), ConfigError> {
     let clash = |key: &str, what: &str| {
         Err(ConfigError::invalid(
             key,
@@ -993,10 +1000,10 @@ mod tests {
     fn chatroom_defaults_match_the_original() {
         let c = load(None, &[], &[]).expect("defaults");
         assert_eq!(c.chatroom.listen.to_string(), "0.0.0.0:3000");
-        assert_eq!(c.chatroom.reconnect_grace, Duration::from_secs(15));
+        assert_eq!(c.chatroom.grace(), Duration::from_secs(15));
         assert_eq!(c.chatroom.tls, Tls::Off);
         let c = load(None, &[("GATEWAY_CHATROOM__RECONNECT_GRACE", "2s")], &[]).expect("env");
-        assert_eq!(c.chatroom.reconnect_grace, Duration::from_secs(2));
+        assert_eq!(c.chatroom.grace(), Duration::from_secs(2));
     }
 
     #[test]
@@ -1069,6 +1076,19 @@ mod tests {
     fn bad_env_value_names_the_key() {
         let err = load(None, &[("GATEWAY_WEBRTCROOM__LISTEN", "x")], &[]).expect_err("bad");
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn both_protocols_share_one_shape_with_their_own_defaults() {
+        let c = load(None, &[], &[]).expect("defaults");
+        assert_eq!(c.webrtcroom.listen.port(), 8443);
+        assert_eq!(c.chatroom.listen.port(), 3000);
+        assert_eq!(c.webrtcroom.reconnect_grace, None);
+        let c = load(Some("[chatroom]\nreconnect_grace = \"0s\"\n"), &[], &[]).expect("loads");
+        assert_eq!(c.chatroom.grace(), Duration::ZERO);
+        let err = load(Some("[webrtcroom]\nreconnect_grace = \"5s\"\n"), &[], &[])
+            .expect_err("WebRtcRoom has no reconnect");
+        assert!(err.starts_with("webrtcroom.reconnect_grace:"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-// Cluster mode is not available yet (issue 10): the [cluster] keys exist and are checked, a set
-// cluster.redis_url stops the gateway at start with a clear error, and the default (empty)
-// starts one node that needs no Redis.
+// The [cluster] keys are checked at start with errors naming the key; a node whose Redis cannot
+// be reached at start says so and exits (rather than serving as a silent single node); the
+// default (empty redis_url) starts one node that needs no Redis. Cluster behaviour itself is in
+// cluster.test.mjs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -19,10 +20,12 @@ test('cluster: --check-config shows the [cluster] keys and their defaults', { ti
   assert.match(r.stdout, /\[cluster\]\nredis_url = ""\nname = "gateway"\nnode_id = ""\nadvertise_host = ""\nnode_timeout = "10s"/);
 });
 
-test('cluster: a set redis_url refuses to start, naming the key; no silent single node', { timeout: 30_000 }, () => {
-  let r = run({ GATEWAY_CLUSTER__REDIS_URL: 'redis://127.0.0.1:1/' });
-  assert.equal(r.status, 2, r.stderr);
-  assert.match(r.stderr, /cluster\.redis_url: cluster mode is not available in this build yet/);
+test('cluster: an unreachable Redis at start stops the node with a clear error; no silent single node', { timeout: 30_000 }, () => {
+  let r = run({ GATEWAY_CLUSTER__REDIS_URL: 'redis://:secret@127.0.0.1:1/' });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /cluster: cannot reach Redis at redis:\/\/:REDACTED@127\.0\.0\.1:1\/: Connection refused/);
+  assert.doesNotMatch(r.stderr + r.stdout, /secret/);
+  assert.doesNotMatch(r.stdout, /listening on/);
   r = run({ GATEWAY_CLUSTER__REDIS_URL: 'redis://127.0.0.1:1/' }, ['--set', 'chatroom.listen=0.0.0.0:0']);
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /cluster\.advertise_host: required in cluster mode: chatroom\.listen = 0\.0\.0\.0:0/);

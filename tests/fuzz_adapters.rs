@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use signal_gateway::adapters::chatroom::Chatroom;
 use signal_gateway::adapters::webrtcroom::WebRtcRoom;
 use signal_gateway::adapters::Stores;
-use signal_gateway::config::{ChatroomConfig, Limits, WebRtcRoomConfig};
+use signal_gateway::config::{Limits, ProtocolConfig};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc::{Receiver, Sender};
 
@@ -301,7 +301,7 @@ async fn webrtcroom_survives_arbitrary_payloads() {
     println!("FUZZ_SEED={seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
     let (_svc, io) = SocketIo::builder().max_buffer_size(100_000).build_svc();
-    let config = WebRtcRoomConfig::default();
+    let config = ProtocolConfig::webrtcroom();
     WebRtcRoom::bind(&io, &config, limits(), &Stores::in_memory());
     let mut x = Client::connect(&io).await;
     x.discard_incoming();
@@ -427,7 +427,7 @@ async fn chatroom_survives_arbitrary_payloads() {
     println!("FUZZ_SEED={seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
     let (_svc, io) = SocketIo::builder().max_buffer_size(100_000).build_svc();
-    let config = ChatroomConfig::default();
+    let config = ProtocolConfig::chatroom();
     let _bound = Chatroom::bind(&io, &config, limits(), &Stores::in_memory());
     let mut x = Client::connect(&io).await;
     x.discard_incoming();

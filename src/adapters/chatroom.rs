@@ -33,7 +33,7 @@ use crate::access::{self, Tokens};
 use crate::adapters::{
     deliver, Bound, EventFrame, Gate, LimitHit, Protocol, Reach, SocketRealm, Stores,
 };
-use crate::config::{ChatroomConfig, Limits};
+use crate::config::{Limits, ProtocolConfig};
 use crate::core::{
     Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, RouteError,
     Target,
@@ -75,16 +75,11 @@ const STILL_CONNECTED: &str = "this id is connected from another address";
 
 impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
-    pub fn bind(io: &SocketIo, config: &ChatroomConfig, limits: Limits, stores: &Stores) -> Bound {
-        let rooms = stores.open(
-            NAME,
-            config.reconnect_grace,
-            LABELS.sent,
-            Arc::new(expiry_notice),
-        );
+    pub fn bind(io: &SocketIo, config: &ProtocolConfig, limits: Limits, stores: &Stores) -> Bound {
+        let rooms = stores.open(NAME, config.grace(), LABELS.sent, Arc::new(expiry_notice));
         let adapter = Arc::new_cyclic(|me| Self {
             rooms,
-            grace: config.reconnect_grace,
+            grace: config.grace(),
             max_room_size: config.max_room_size,
             gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
             tokens: access::tokens_for(NAME, &config.token),

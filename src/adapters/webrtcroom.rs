@@ -24,7 +24,7 @@ use crate::access::{self, Tokens};
 use crate::adapters::{
     deliver, wire, Bound, EventFrame, Gate, Protocol, Reach, SocketRealm, Stores,
 };
-use crate::config::{Limits, WebRtcRoomConfig};
+use crate::config::{Limits, ProtocolConfig};
 use crate::core::{Departure, Join, JoinOutcome, Peer, Target};
 use crate::stats;
 use crate::store::Store;
@@ -41,12 +41,7 @@ pub struct WebRtcRoom {
 
 impl WebRtcRoom {
     /// Binds the protocol to `config.namespace` of `io`.
-    pub fn bind(
-        io: &SocketIo,
-        config: &WebRtcRoomConfig,
-        limits: Limits,
-        stores: &Stores,
-    ) -> Bound {
+    pub fn bind(io: &SocketIo, config: &ProtocolConfig, limits: Limits, stores: &Stores) -> Bound {
         // No reconnect grace: a member whose node died leaves at once, like a disconnect.
         let rooms = stores.open(
             NAME,

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::AdminState;
 use crate::adapters::Realm;
+use crate::cluster::runtime::Status;
 use crate::core::RoomView;
 
 /// One protocol's summary: connections, rooms and their members.
@@ -36,6 +37,24 @@ pub async fn rooms(State(state): State<AdminState>) -> Json<Value> {
         out.insert(realm.name().to_owned(), realm_view(realm.as_ref()));
     }
     Json(Value::Object(out))
+}
+
+/// This node and the nodes it sees (cluster mode).
+pub fn cluster_view(status: &Status) -> Value {
+    json!({ "node": status.node, "ready": status.ready(), "nodes": status.nodes() })
+}
+
+/// `GET /api/cluster`: the nodes of the cluster; 404 on a single node.
+pub async fn cluster(State(state): State<AdminState>) -> (StatusCode, Json<Value>) {
+    match &state.cluster {
+        Some(status) => (StatusCode::OK, Json(cluster_view(status))),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({ "error": "single node: cluster mode is off (cluster.redis_url is empty)" }),
+            ),
+        ),
+    }
 }
 
 /// One room of one protocol.

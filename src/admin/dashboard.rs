@@ -48,7 +48,11 @@ pub async fn events(
                     view
                 })
                 .collect();
-            let data = json!({ "time": now, "realms": realms }).to_string();
+            let mut data = json!({ "time": now, "realms": realms });
+            if let Some(cluster) = &state.cluster {
+                data["cluster"] = super::api::cluster_view(cluster);
+            }
+            let data = data.to_string();
             let events: Vec<Result<Event, Infallible>> =
                 std::iter::once(Event::default().data(data))
                     .chain(history.take())

@@ -76,6 +76,11 @@ const HANDLING_BUCKETS: [f64; 12] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
 ];
 
+/// Buckets of the Redis round-trip histogram (cluster mode): 50 µs to 2 s.
+const REDIS_BUCKETS: [f64; 11] = [
+    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 1e-1, 1.0, 2.0,
+];
+
 /// The process's own figures (RSS, CPU seconds, open file descriptors, start time, threads),
 /// read from `/proc` at each scrape under the usual `process_*` names.
 static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
@@ -92,6 +97,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("gateway_handling_seconds".into()),
             &HANDLING_BUCKETS,
+        )
+        .context("histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("gateway_cluster_redis_seconds".into()),
+            &REDIS_BUCKETS,
         )
         .context("histogram buckets")?
         .install_recorder()
@@ -116,6 +126,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/rooms", get(api::rooms))
+        .route("/api/cluster", get(api::cluster))
         .route("/api/rooms/{protocol}/{room}", get(api::room))
         .route("/api/events", get(dashboard::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -24,6 +24,7 @@ use super::redis::{
     Restored, RoomSnap, RouteResult, RouteTarget,
 };
 use super::{OnDeparted, Unavailable};
+use crate::cluster::runtime::record_round_trip;
 use crate::core::{
     ConnId, ConnInfo, Departure, Disconnected, Handle, Join, JoinOutcome, Joined, LinkNote,
     LinkedPeer, MemberView, Peer, Rebind, RebindError, Rebound, Refusal, RoomView, Route,
@@ -194,7 +195,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             max_rooms: req.max_rooms,
             source: &source,
         };
-        let result = self.redis.join(&args).await.map_err(|e| {
+        let result = timed("join", self.redis.join(&args)).await.map_err(|e| {
             self.failed("join", &e);
             Refusal::Unavailable
         })?;
@@ -237,7 +238,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
     /// Takes the member bound to `conn` out of its room.
     pub async fn leave(&self, conn: ConnId) -> Option<Departure<H>> {
         self.local.lock().remove(&conn)?;
-        match self.redis.leave(&conn.to_string()).await {
+        match timed("leave", self.redis.leave(&conn.to_string())).await {
             Ok(gone) => {
                 self.reached();
                 gone.map(|g| self.departure(g))
@@ -247,6 +248,15 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 None
             }
         }
+    }
+
+    async fn route_timed(
+        &self,
+        conn: &str,
+        to: RouteTarget<'_>,
+        link: Option<&LinkArgs<'_>>,
+    ) -> Result<RouteResult, super::redis::StoreError> {
+        timed("route", self.redis.route(conn, to, link)).await
     }
 
     /// Checks that `conn` may reach `to` and returns how.
@@ -273,8 +283,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             max_links: l.max_links,
         });
         let result = self
-            .redis
-            .route(&conn.to_string(), target, args.as_ref())
+            .route_timed(&conn.to_string(), target, args.as_ref())
             .await
             .map_err(|e| {
                 self.failed("route", &e);
@@ -313,7 +322,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         };
         let id = conn.to_string();
         if grace.is_zero() {
-            return match self.redis.leave(&id).await {
+            return match timed("leave", self.redis.leave(&id)).await {
                 Ok(Some(g)) => {
                     self.reached();
                     Disconnected::Left(self.departure(g))
@@ -326,7 +335,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             };
         }
         let deadline = now_ms().saturating_add(u64::try_from(grace.as_millis()).unwrap_or(0));
-        match self.redis.away(&id, deadline).await {
+        match timed("away", self.redis.away(&id, deadline)).await {
             Ok(Some((member, room))) => {
                 self.reached();
                 Disconnected::Away {
@@ -359,10 +368,12 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             at: &at,
             source: &source,
         };
-        let result = self.redis.rebind(&args).await.map_err(|e| {
-            self.failed("rebind", &e);
-            RebindError::Unavailable
-        })?;
+        let result = timed("rebind", self.redis.rebind(&args))
+            .await
+            .map_err(|e| {
+                self.failed("rebind", &e);
+                RebindError::Unavailable
+            })?;
         self.reached();
         let (room, previous, unlinked, linked, gone) = match result {
             RebindResult::Rebound {
@@ -418,7 +429,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
 
     /// Whether a member of `room` uses display name `name`.
     pub async fn name_taken(&self, room: &str, name: &str) -> Result<bool, Unavailable> {
-        match self.redis.name_taken(room, name).await {
+        match timed("name_taken", self.redis.name_taken(room, name)).await {
             Ok(taken) => {
                 self.reached();
                 Ok(taken)
@@ -566,6 +577,14 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         view.sizes = sizes;
         view.rooms = rooms;
     }
+}
+
+/// Awaits one Redis call, recording its round trip (`gateway_cluster_redis_seconds`).
+async fn timed<T>(action: &'static str, call: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = call.await;
+    record_round_trip(action, started);
+    out
 }
 
 fn now_ms() -> u64 {
