@@ -62,7 +62,7 @@ before(async () => {
   const user = process.getuid?.() === 0 ? 'user root;\n' : '';
   fs.writeFileSync(path.join(dir, 'nginx.conf'), `${user}daemon off;\nworker_processes 1;\npid ${dir}/nginx.pid;\n`
     + `error_log ${dir}/error.log;\nevents { worker_connections 256; }\n`
-    + `http {\n  access_log ${dir}/access.log;\n  client_body_temp_path ${dir}/body;\n  proxy_temp_path ${dir}/proxy;\n`
+    + `http {\n  log_format upstream '$upstream_addr "$request" $status';\n  access_log ${dir}/access.log upstream;\n  client_body_temp_path ${dir}/body;\n  proxy_temp_path ${dir}/proxy;\n`
     + `  fastcgi_temp_path ${dir}/fastcgi;\n  uwsgi_temp_path ${dir}/uwsgi;\n  scgi_temp_path ${dir}/scgi;\n`
     + `  include ${dir}/site.conf;\n}\n`);
   nginx = spawn('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -88,10 +88,10 @@ after(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-/** Which node served each request, from nginx's access log (upstream address per line). */
-function upstreamsSeen() {
+/** The upstream (node address) of each proxied request whose line includes `what`. */
+function upstreamsSeen(what) {
   const log = fs.readFileSync(path.join(dir, 'access.log'), 'utf8');
-  return log;
+  return log.split('\n').filter((l) => l.includes(what)).map((l) => l.split(' ')[0]);
 }
 
 // --- An iOS-style client: raw Engine.IO v3 long-polling with no EIO parameter. -------------
@@ -222,8 +222,9 @@ test('nginx round robin, no sticky sessions: an iOS-style no-EIO polling client 
     }
   }
   // The balancer really spread the sessions' requests over the three nodes.
-  const log = upstreamsSeen();
-  assert.ok(log.split('\n').filter((l) => l.includes('/socket.io/')).length >= 10, 'requests went through nginx');
+  const seen = new Set(upstreamsSeen('/socket.io/?transport=polling'));
+  const nodes = cluster.nodes.map((g) => new URL(g.urls.webrtcroom).host);
+  assert.deepEqual([...seen].filter((u) => nodes.includes(u)).sort(), [...nodes].sort(), `the no-EIO requests reached all three nodes: ${[...seen]}`);
 });
 
 test('nginx round robin, no sticky sessions: socket.io 4.x polling-only chatroom clients join and relay', { skip, timeout: 60_000 }, async () => {
