@@ -183,8 +183,21 @@ pub async fn run(
             anyhow::bail!("a listener stopped serving");
         }
     }
+    if node.is_some() {
+        for io in &ios {
+            crate::adapters::depart_all(io);
+        }
+    }
     shut_down(config.shutdown.grace, &realms, ios, stop_tx, tasks).await;
     if let Some(node) = &node {
+        // Every connection's departure is written and told to its peers' nodes before this
+        // node leaves; what is still open then is taken over by the others.
+        if !crate::adapters::drained(Duration::from_secs(5)).await {
+            tracing::warn!("cluster: some departures were not handled before leaving");
+        }
+        if !node.link.flushed(Duration::from_secs(2)).await {
+            tracing::warn!("cluster: some messages to other nodes were not sent before leaving");
+        }
         node.leave().await;
     }
     Ok(())

@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +34,23 @@ use crate::stats;
 /// Most events one connection may have waiting for its handler in cluster mode (beyond the
 /// rate limit's burst, a client cannot get there).
 const QUEUE: usize = 1024;
+
+/// Departures run by an eviction still being handled on a task of their own (cluster mode):
+/// a graceful stop evicts every connection and waits for these, so that every departure is
+/// written and told before the node leaves the cluster.
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits (at most `limit`) until every eviction's departure was handled.
+pub async fn drained(limit: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while QUEUED.load(Ordering::Acquire) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
 
 /// What a connection's queue carries (cluster mode).
 enum Item {
@@ -186,7 +204,11 @@ impl<P: Protocol> Inbound<P> {
 pub(super) fn drive(fut: impl Future<Output = ()> + Send + 'static) {
     let mut fut = Box::pin(fut);
     if (&mut fut).now_or_never().is_none() {
-        tokio::spawn(fut);
+        QUEUED.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            fut.await;
+            QUEUED.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
 

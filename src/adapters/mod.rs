@@ -31,6 +31,7 @@ use crate::endpoints::admission::{Client, SourceCounts};
 use crate::stats;
 pub use deliver::{deliver, Reach};
 pub use guard::{Admission, ConnState, Gate, LimitHit};
+pub use inbound::drained;
 use inbound::Inbound;
 pub use stores::Stores;
 pub use view::{describe, Realm, SocketRealm};
@@ -161,6 +162,20 @@ pub fn bind<P: Protocol>(io: &SocketIo, namespace: &str, protocol: Arc<P>) {
         async move { protocol.on_connect(&s) }
     };
     io.ns(namespace.to_owned(), connected.with(attach));
+}
+
+/// Runs the departure of every connection of `io` now, as if each had dropped, without closing
+/// any: a node leaving the cluster hands its members over this way (peers are told, chatroom
+/// members become away and may reconnect to another node), then closes the transports so the
+/// clients reconnect. socketioxide's own close does not run disconnect handlers.
+pub fn depart_all(io: &SocketIo) {
+    for ns in io.nsps() {
+        for socket in ns.sockets() {
+            if let Some(state) = socket.extensions.get::<Arc<ConnState>>() {
+                state.evict(&socket);
+            }
+        }
+    }
 }
 
 /// Label values every adapter can count: the connection guard's limits, frame decoding,

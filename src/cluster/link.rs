@@ -79,6 +79,12 @@ impl Link {
         Arc::new(Self { publisher })
     }
 
+    /// Waits (at most `limit`) until everything sent so far has left for Redis; for a
+    /// graceful stop, so the last departures reach the other nodes.
+    pub async fn flushed(&self, limit: std::time::Duration) -> bool {
+        self.publisher.flushed(limit).await
+    }
+
     /// Queues `message` (with `payload`, for a delivery) for node `node`, without waiting.
     /// The error is the reason to count the message as dropped under.
     pub fn send<T: ?Sized + Serialize>(

@@ -85,6 +85,8 @@ fn channel(cluster: &str, node: &str) -> String {
 pub struct Publisher {
     queue: mpsc::Sender<(Arc<str>, Bytes)>,
     stats: Arc<TransportStats>,
+    /// Messages queued and not yet published (or given up on), for a graceful stop.
+    pending: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -97,27 +99,50 @@ impl Publisher {
         stats: Arc<TransportStats>,
     ) -> Self {
         let (queue, rx) = mpsc::channel(capacity.max(1));
+        let pending = Arc::new(AtomicU64::new(0));
         tokio::spawn(publish_loop(
             conn,
             cluster.to_owned(),
             me.as_str().to_owned(),
             rx,
             stats.clone(),
+            pending.clone(),
         ));
-        Self { queue, stats }
+        Self {
+            queue,
+            stats,
+            pending,
+        }
+    }
+
+    /// Waits until every message queued so far was published or given up on, at most
+    /// `limit`; `false` when some were still waiting.
+    pub async fn flushed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Queues `payload` for node `to`, without waiting. Messages queued by one caller reach
     /// `to` in this order.
     pub fn send(&self, to: Arc<str>, payload: Bytes) -> Result<(), SendError> {
-        self.queue.try_send((to, payload)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.stats
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                SendError::Full
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.queue.try_send((to, payload)).map_err(|e| {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.stats
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
+                    SendError::Full
+                }
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
             }
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
         })
     }
 }
@@ -128,6 +153,7 @@ async fn publish_loop(
     me: String,
     mut rx: mpsc::Receiver<(Arc<str>, Bytes)>,
     stats: Arc<TransportStats>,
+    pending: Arc<AtomicU64>,
 ) {
     let mut seqs: HashMap<Arc<str>, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
@@ -151,6 +177,7 @@ async fn publish_loop(
                 tracing::warn!(error = %e, messages = count, "cluster transport: publish failed");
             }
         }
+        pending.fetch_sub(count, Ordering::AcqRel);
     }
 }
 
