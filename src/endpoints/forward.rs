@@ -108,7 +108,7 @@ pub struct Forwarder {
     directory: Directory,
     listener: String,
     engine_path: String,
-    secret: Vec<u8>,
+    seal: Seal,
     known: Mutex<Known>,
     pool: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
     tls: tokio_rustls::TlsConnector,
@@ -207,11 +207,12 @@ impl Forwarder {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth();
         let label = listener.to_owned();
+        let node = directory.node().as_str().to_owned();
         Ok(Arc::new(Self {
             directory,
             listener: listener.to_owned(),
             engine_path: engine_path.to_owned(),
-            secret,
+            seal: Seal { secret, node },
             known: Mutex::new(Known::default()),
             pool: Mutex::new(HashMap::new()),
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
@@ -371,59 +372,6 @@ impl Forwarder {
             .headers
             .insert(header::CONTENT_LENGTH, bytes.len().into());
         Response::from_parts(parts, bytes.into())
-    }
-
-    /// The MAC of a forwarded request's identity and request line.
-    /// (`None` cannot happen: HMAC takes keys of any length.)
-    fn mac(&self, by: &str, client: &str, ts: u64, method: &Method, uri: &Uri) -> Option<HmacSha1> {
-        let mut mac = HmacSha1::new_from_slice(&self.secret).ok()?;
-        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        for part in [by, client, &ts.to_string(), method.as_str(), target] {
-            mac.update(part.as_bytes());
-            mac.update(b"\n");
-        }
-        Some(mac)
-    }
-
-    /// The forwarding headers for a request from `client`.
-    fn sign(&self, client: SocketAddr, method: &Method, uri: &Uri) -> [(HeaderName, String); 3] {
-        let by = self.directory.node().as_str();
-        let client = client.to_string();
-        let ts = unix_now();
-        let tag = self
-            .mac(by, &client, ts, method, uri)
-            .map(|mac| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-            })
-            .unwrap_or_default();
-        [
-            (CLIENT, client),
-            (BY, by.to_owned()),
-            (AUTH, format!("{ts}.{tag}")),
-        ]
-    }
-
-    /// The client address and forwarding node of a request with valid forwarding headers.
-    fn verify(
-        &self,
-        headers: &HeaderMap,
-        method: &Method,
-        uri: &Uri,
-    ) -> Option<(SocketAddr, String)> {
-        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-        let (client, by, auth) = (text(&CLIENT)?, text(&BY)?, text(&AUTH)?);
-        let (ts, tag) = auth.split_once('.')?;
-        let ts: u64 = ts.parse().ok()?;
-        if unix_now().abs_diff(ts) > MAX_SKEW.as_secs() {
-            return None;
-        }
-        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(tag)
-            .ok()?;
-        self.mac(by, client, ts, method, uri)?
-            .verify_slice(&tag)
-            .ok()?;
-        Some((client.parse().ok()?, by.to_owned()))
     }
 
     /// A connection to `target`'s listener (TLS when it is `https`).
@@ -609,6 +557,74 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Signs and checks the forwarding headers with the cluster secret.
+struct Seal {
+    secret: Vec<u8>,
+    /// This node's id, the `by` of what it signs.
+    node: String,
+}
+
+impl Seal {
+    /// The MAC of a forwarded request's identity and request line.
+    /// (`None` cannot happen: HMAC takes keys of any length.)
+    fn mac(&self, by: &str, client: &str, ts: u64, method: &Method, uri: &Uri) -> Option<HmacSha1> {
+        let mut mac = HmacSha1::new_from_slice(&self.secret).ok()?;
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        for part in [by, client, &ts.to_string(), method.as_str(), target] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        Some(mac)
+    }
+
+    /// The forwarding headers for a request from `client`.
+    fn sign(
+        &self,
+        client: SocketAddr,
+        method: &Method,
+        uri: &Uri,
+        ts: u64,
+    ) -> [(HeaderName, String); 3] {
+        let by = self.node.as_str();
+        let client = client.to_string();
+        let tag = self
+            .mac(by, &client, ts, method, uri)
+            .map(|mac| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            })
+            .unwrap_or_default();
+        [
+            (CLIENT, client),
+            (BY, by.to_owned()),
+            (AUTH, format!("{ts}.{tag}")),
+        ]
+    }
+
+    /// The client address and forwarding node of a request with valid forwarding headers.
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        uri: &Uri,
+        now: u64,
+    ) -> Option<(SocketAddr, String)> {
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let (client, by, auth) = (text(&CLIENT)?, text(&BY)?, text(&AUTH)?);
+        let (ts, tag) = auth.split_once('.')?;
+        let ts: u64 = ts.parse().ok()?;
+        if now.abs_diff(ts) > MAX_SKEW.as_secs() {
+            return None;
+        }
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(tag)
+            .ok()?;
+        self.mac(by, client, ts, method, uri)?
+            .verify_slice(&tag)
+            .ok()?;
+        Some((client.parse().ok()?, by.to_owned()))
+    }
+}
+
 impl Target {
     /// `http://host:port` or `https://host:port`.
     fn parse(url: &str) -> Option<Self> {
@@ -651,7 +667,10 @@ pub(super) async fn accept(fwd: Arc<Forwarder>, mut req: Request, next: Next) ->
     {
         return next.run(req).await;
     }
-    match fwd.verify(req.headers(), req.method(), req.uri()) {
+    match fwd
+        .seal
+        .verify(req.headers(), req.method(), req.uri(), unix_now())
+    {
         Some((client, by)) => {
             fwd.accepted.increment(1);
             tracing::trace!(%client, %by, "request forwarded by another node");
@@ -721,7 +740,7 @@ pub(super) async fn route(fwd: Arc<Forwarder>, mut req: Request, next: Next) -> 
     }
     *out.headers_mut() = parts.headers;
     strip_hop_by_hop(out.headers_mut(), upgrade);
-    for (name, value) in fwd.sign(client, &parts.method, &parts.uri) {
+    for (name, value) in fwd.seal.sign(client, &parts.method, &parts.uri, unix_now()) {
         if let Ok(value) = HeaderValue::try_from(value) {
             out.headers_mut().insert(name, value);
         }
@@ -810,6 +829,52 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seal(secret: &str, node: &str) -> Seal {
+        Seal {
+            secret: secret.into(),
+            node: node.into(),
+        }
+    }
+
+    fn headers(signed: [(HeaderName, String); 3]) -> HeaderMap {
+        signed
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, HeaderValue::try_from(value).ok()?)))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_cluster_secret_signs_a_client_address() {
+        let client: SocketAddr = "203.0.113.7:5555".parse().expect("address");
+        let uri: Uri = "/socket.io/?EIO=4&transport=polling&sid=abc"
+            .parse()
+            .expect("uri");
+        let t = 1_700_000_000;
+        let signed = headers(seal("s", "n2").sign(client, &Method::POST, &uri, t));
+        let owner = seal("s", "n1");
+        assert_eq!(
+            owner.verify(&signed, &Method::POST, &uri, t + 10),
+            Some((client, "n2".to_owned()))
+        );
+        // Another secret, another request line, a stale or missing MAC: not believed.
+        assert_eq!(
+            seal("x", "n1").verify(&signed, &Method::POST, &uri, t),
+            None
+        );
+        assert_eq!(owner.verify(&signed, &Method::GET, &uri, t), None);
+        let other: Uri = "/socket.io/?EIO=4&transport=polling&sid=abd"
+            .parse()
+            .expect("uri");
+        assert_eq!(owner.verify(&signed, &Method::POST, &other, t), None);
+        assert_eq!(owner.verify(&signed, &Method::POST, &uri, t + 301), None);
+        let mut tampered = signed.clone();
+        tampered.insert(CLIENT, HeaderValue::from_static("198.51.100.1:1"));
+        assert_eq!(owner.verify(&tampered, &Method::POST, &uri, t), None);
+        let mut bare = signed;
+        bare.remove(AUTH);
+        assert_eq!(owner.verify(&bare, &Method::POST, &uri, t), None);
+    }
 
     #[test]
     fn targets_parse() {
