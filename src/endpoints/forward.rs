@@ -241,6 +241,10 @@ impl Forwarder {
 
     /// Where a request on `sid` is served.
     async fn route_of(self: &Arc<Self>, sid: &str) -> Route {
+        if !is_sid(sid) {
+            // No node ever made it: Engine.IO refuses it here, without a Redis call.
+            return Route::Local;
+        }
         let now = Instant::now();
         let cached = {
             let mut known = self.known();
@@ -348,7 +352,7 @@ impl Forwarder {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
         };
-        if let Some(sid) = open_packet_sid(&bytes) {
+        if let Some(sid) = open_packet_sid(&bytes).filter(|sid| is_sid(sid)) {
             let done = tokio::time::timeout(REDIS_TIMEOUT, self.directory.register(sid)).await;
             match done {
                 Ok(Ok(())) => self.remember(
@@ -649,6 +653,15 @@ impl Target {
     }
 }
 
+/// Whether `sid` has the form of the sids Engine.IO makes (16 URL-safe base64 characters),
+/// so a made-up one costs no directory lookup and cannot shape a Redis key.
+fn is_sid(sid: &str) -> bool {
+    sid.len() == 16
+        && sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -874,6 +887,14 @@ mod tests {
         let mut bare = signed;
         bare.remove(AUTH);
         assert_eq!(owner.verify(&bare, &Method::POST, &uri, t), None);
+    }
+
+    #[test]
+    fn only_engine_io_sids_are_looked_up() {
+        assert!(is_sid("MGkO_WCiduVBTq9E"));
+        assert!(!is_sid("MGkO_WCiduVBTq9"));
+        assert!(!is_sid("MGkO_WCiduVBTq9:"));
+        assert!(!is_sid("MGkO_WCiduVBTq9é"));
     }
 
     #[test]
