@@ -152,6 +152,10 @@ struct Idle {
 }
 
 /// Why a forward failed (for the log; the client sees an unknown session).
+///
+/// Failures on a request's path are logged at debug level only and counted in
+/// `gateway_forward_failures_total{reason}`: a dead node or a Redis outage fails every
+/// request of many sessions at once, and the counter says as much without a flood of lines.
 #[derive(Debug, thiserror::Error)]
 enum ForwardError {
     #[error("connecting to {url}: {source}")]
@@ -292,12 +296,12 @@ impl Forwarder {
                 Route::Local
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "session lookup failed; served as unknown here");
+                tracing::debug!(error = %e, "session lookup failed; served as unknown here");
                 self.fail("directory");
                 Route::Local
             }
             Err(_) => {
-                tracing::warn!("session lookup timed out; served as unknown here");
+                tracing::debug!("session lookup timed out; served as unknown here");
                 self.fail("directory");
                 Route::Local
             }
@@ -363,11 +367,11 @@ impl Forwarder {
                 ),
                 // The session still works when the balancer brings its requests here.
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "a new session is reachable on this node only");
+                    tracing::debug!(error = %e, "a new session is reachable on this node only");
                     self.fail("register");
                 }
                 Err(_) => {
-                    tracing::warn!("registering a session timed out; reachable on this node only");
+                    tracing::debug!("registering a session timed out; reachable on this node only");
                     self.fail("register");
                 }
             }
@@ -769,7 +773,7 @@ pub(super) async fn route(fwd: Arc<Forwarder>, mut req: Request, next: Next) -> 
         }
     };
     result.unwrap_or_else(|e| {
-        tracing::warn!(%sid, error = %e, "forwarding to the session's node failed; answered as unknown");
+        tracing::debug!(%sid, error = %e, "forwarding to the session's node failed; answered as unknown");
         fwd.fail(e.reason());
         fwd.forget(&sid);
         unknown_session()
