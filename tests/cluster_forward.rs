@@ -510,6 +510,88 @@ async fn an_owner_that_does_not_answer_is_an_unknown_session() {
         .contains(r#"gateway_forward_failures_total{listener="webrtcroom",reason="unreachable"}"#));
 }
 
+#[tokio::test]
+async fn the_directory_knows_owners_for_a_while_and_only_live_ones() {
+    use signal_gateway::cluster::sessions::{Owner, SESSION_TTL};
+    let redis = Redis::start().await;
+    let mut dirs = Vec::new();
+    let mut lives = Vec::new();
+    for id in ["n1", "n2"] {
+        let conn = redis.conn().await;
+        let node = NodeId::from_config(id);
+        let live = Liveness::new(
+            conn.clone(),
+            CLUSTER,
+            node.clone(),
+            id.into(),
+            Duration::from_secs(30),
+        );
+        live.register().await.expect("registered");
+        lives.push(live);
+        dirs.push(Directory::new(conn, CLUSTER, node));
+    }
+    let (d1, d2) = (&dirs[0], &dirs[1]);
+    assert_eq!(
+        d1.cluster_secret().await.expect("secret"),
+        d2.cluster_secret().await.expect("secret"),
+        "one secret for the cluster"
+    );
+    d1.advertise(LISTENER, "https://10.0.0.1:8443")
+        .await
+        .expect("advertised");
+    d1.register("AAAAAAAAAAAAAAAA").await.expect("registered");
+    assert_eq!(
+        d1.owner("AAAAAAAAAAAAAAAA", LISTENER)
+            .await
+            .expect("lookup"),
+        Owner::Here
+    );
+    assert_eq!(
+        d2.owner("AAAAAAAAAAAAAAAA", LISTENER)
+            .await
+            .expect("lookup"),
+        Owner::There {
+            node: "n1".into(),
+            url: "https://10.0.0.1:8443".into()
+        }
+    );
+    assert_eq!(
+        d2.owner("BBBBBBBBBBBBBBBB", LISTENER)
+            .await
+            .expect("lookup"),
+        Owner::Nobody
+    );
+    // Another listener of n1 that it does not advertise.
+    assert_eq!(
+        d2.owner("AAAAAAAAAAAAAAAA", "chatroom")
+            .await
+            .expect("lookup"),
+        Owner::Gone { node: "n1".into() }
+    );
+    let mut c = redis.conn().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("gw:sid:AAAAAAAAAAAAAAAA")
+        .query_async(&mut c)
+        .await
+        .expect("PTTL");
+    assert!(ttl > 0 && ttl <= SESSION_TTL.as_millis() as i64, "{ttl}");
+    // A dead node (no heartbeat) is not forwarded to, even before it is forgotten.
+    lives[0].stop().await.expect("stopped");
+    assert_eq!(
+        d2.owner("AAAAAAAAAAAAAAAA", LISTENER)
+            .await
+            .expect("lookup"),
+        Owner::Gone { node: "n1".into() }
+    );
+    d2.forget_node("n1").await.expect("forgotten");
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg("gw:listeners:webrtcroom")
+        .query_async(&mut c)
+        .await
+        .expect("HKEYS");
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// What forwarding costs a request: `cargo test --release --test cluster_forward -- --ignored
 /// --nocapture`. The same POSTs on one kept-alive client connection, to the owner and through
 /// the other node; and polling handshakes (which wait for the directory write).
