@@ -651,6 +651,17 @@ async fn measure_forwarding_cost() {
         "polling handshake with registration: {:?} each",
         started.elapsed() / 200
     );
+    let started = Instant::now();
+    for _ in 0..200 {
+        n1.directory
+            .register("CCCCCCCCCCCCCCCC")
+            .await
+            .expect("registered");
+    }
+    println!(
+        "of which the directory write: {:?} each",
+        started.elapsed() / 200
+    );
 }
 
 /// The test client's view of the nodes' self-signed certificates: any is fine.
