@@ -7,14 +7,16 @@
 //!
 //! ```ignore
 //! let directory = cluster::sessions::Directory::new(conn, &cluster.name, node_id.clone());
-//! let forward = Forwarder::new(directory, &endpoint_name, "/socket.io").await?;
+//! let forward = Forwarder::new(directory.clone(), &endpoint_name, "/socket.io").await?;
 //! forward.advertise("https://10.0.0.5:8443").await?; // how the other nodes reach this listener
 //! let listener = endpoints::build_with_forwarding(endpoint, Some(forward), bind_adapters)?;
 //! ```
 //!
-//! and on a graceful stop `directory.forget_node(node_id.as_str())`; the survivors' supervisor
-//! does the same for a dead node. `build_with_forwarding` installs two middlewares; without a `Forwarder` (one node) neither
-//! exists and a request pays nothing:
+//! On a graceful stop, `directory.forget_node(node_id.as_str())` after `Liveness::stop`; the
+//! survivors should do the same when they forget a dead node (not wired yet: the supervisor
+//! loop is the integrator's). Until then a dead node is already skipped once its heartbeat
+//! expires. `build_with_forwarding` installs two middlewares; without a `Forwarder` (one node)
+//! neither exists and a request pays nothing:
 //! - **accept**, outermost: a request whose forwarding headers carry a valid MAC under the
 //!   cluster secret comes from another node on behalf of a client; its `ConnectInfo` becomes
 //!   that client's address, so session binding, per-source admission and logs see the real
