@@ -49,6 +49,12 @@ pub enum LivenessError {
     IdInUse(String),
 }
 
+/// The heartbeat key of `node` in cluster `prefix` (also read by the session directory, which
+/// forwards only to live nodes).
+pub(crate) fn heartbeat_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}:hb:{node}")
+}
+
 fn redis_err(action: &'static str) -> impl FnOnce(redis::RedisError) -> LivenessError {
     move |source| LivenessError::Redis { action, source }
 }
@@ -84,7 +90,7 @@ impl Liveness {
     }
 
     fn hb_key(&self, node: &str) -> String {
-        format!("{}:hb:{node}", self.prefix)
+        heartbeat_key(&self.prefix, node)
     }
 
     fn ttl_ms(&self) -> u64 {

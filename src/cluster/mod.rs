@@ -3,7 +3,8 @@
 //! **Not available yet.** This module is the foundation: the `[cluster]` settings
 //! ([`config`]), a node's identity ([`node`]), its liveness and the detection of dead nodes
 //! ([`liveness`]), the loop that renews it and deals with dead nodes and
-//! ended grace periods ([`supervisor`]), and the ordered cross-node transport ([`transport`]); the shared room state
+//! ended grace periods ([`supervisor`]), the ordered cross-node transport ([`transport`]) and the session directory that lets any
+//! node serve any polling session ([`sessions`], used by `endpoints/forward.rs`); the shared room state
 //! is in `store/redis.rs`. None of it is wired into the gateway: a set `cluster.redis_url` is
 //! refused at start, and with it empty (the default) nothing here runs, connects or costs
 //! anything.
@@ -23,6 +24,7 @@ pub mod link;
 pub mod liveness;
 pub mod node;
 pub mod runtime;
+pub mod sessions;
 pub mod supervisor;
 pub mod transport;
 

@@ -6,6 +6,7 @@ mod aborted_poll;
 pub mod admission;
 pub mod demo;
 pub mod descriptors;
+pub mod forward;
 pub mod home;
 mod legacy;
 mod legacy_ws;
@@ -122,6 +123,19 @@ pub fn build(
     endpoint: Endpoint,
     bind_adapters: impl FnOnce(&SocketIo) -> Router,
 ) -> anyhow::Result<Listener> {
+    build_with_forwarding(endpoint, None, bind_adapters)
+}
+
+/// [`build`], in cluster mode: with `forward`, requests on polling sessions other nodes own
+/// are forwarded to them and this listener's polling handshakes are registered
+/// (`forward.rs`). `None` is a single node's listener, which then pays nothing for it.
+/// (A parameter rather than a field of [`Endpoint`], so the single-node construction of
+/// endpoints stays as it is.)
+pub fn build_with_forwarding(
+    endpoint: Endpoint,
+    forward: Option<Arc<forward::Forwarder>>,
+    bind_adapters: impl FnOnce(&SocketIo) -> Router,
+) -> anyhow::Result<Listener> {
     let e = &endpoint.engine;
     let (layer, io) = SocketIo::builder()
         .ping_interval(e.ping_interval)
@@ -174,18 +188,30 @@ pub fn build(
     let inner = router.clone();
     let admission = admission::Admission::new(&endpoint.name, &endpoint.limits);
     admission.set_router(inner.clone());
-    let mut router = router
-        .layer(axum::middleware::from_fn(move |req: Request, next| {
-            legacy_ws::route(inner.clone(), max_body, req, next)
-        }))
-        .layer(axum::middleware::from_fn_with_state(
-            admission,
-            admission::layer,
-        ));
+    let mut router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
+        legacy_ws::route(inner.clone(), max_body, req, next)
+    }));
+    if let Some(fwd) = forward.clone() {
+        // Inside admission (it resolved the client behind trusted proxies), outside every
+        // fix and session binding: the owner applies them to the client's own request.
+        router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
+            forward::route(fwd.clone(), req, next)
+        }));
+    }
+    router = router.layer(axum::middleware::from_fn_with_state(
+        admission,
+        admission::layer,
+    ));
     if let Some(guard) = endpoint.origins.clone() {
-        // Outermost: a refused origin reaches neither admission, Engine.IO nor the legacy proxy.
+        // A refused origin reaches neither admission, Engine.IO nor the legacy proxy.
         router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
             guard.clone().check(req, next)
+        }));
+    }
+    if let Some(fwd) = forward.clone() {
+        // Outermost: a request another node forwarded is from its client for every layer.
+        router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
+            forward::accept(fwd.clone(), req, next)
         }));
     }
     let (tls, tls_key) = &endpoint.tls;

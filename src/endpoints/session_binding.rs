@@ -171,16 +171,16 @@ async fn bind_handshake(bindings: &SessionBindings, ip: IpAddr, res: Response) -
 }
 
 /// The `sid` of the open packet in a handshake body (`0{"sid":"…",…}`, with or without the v3
-/// length prefix).
-fn open_packet_sid(body: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(body).ok()?;
-    let start = text.find("\"sid\":\"")? + "\"sid\":\"".len();
-    let len = text[start..].find('"')?;
-    Some(&text[start..start + len])
+/// length prefix; bytes, since v3's binary framing is not UTF-8).
+pub(super) fn open_packet_sid(body: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"sid\":\"";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = body[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&body[start..start + len]).ok()
 }
 
 /// What Engine.IO answers for an unknown session (with the numeric code of the originals).
-fn unknown_session() -> Response {
+pub(super) fn unknown_session() -> Response {
     (
         StatusCode::BAD_REQUEST,
         [(header::CONTENT_TYPE, "application/json")],
@@ -232,5 +232,7 @@ mod tests {
         assert_eq!(open_packet_sid(v3), Some("abcdefghijklmnop"));
         assert_eq!(open_packet_sid(br#"0{"sid":"x_-1"}"#), Some("x_-1"));
         assert_eq!(open_packet_sid(b"ok"), None);
+        let binary = b"\x00\x09\x06\xff0{\"sid\":\"abc\"}";
+        assert_eq!(open_packet_sid(binary), Some("abc"));
     }
 }

@@ -6,6 +6,12 @@
 //! anyone else could write any address there. The chain is read from the right (the hop
 //! closest to us) and the first address that is not itself a trusted proxy is the client.
 //!
+//! In cluster mode a request may reach the node that owns its session through another node
+//! (`forward.rs`). The owner then takes the client address that node signed with the cluster
+//! secret as the peer (`ConnectInfo`), before anything here reads it, so everything below
+//! treats a forwarded request as the client's own; unsigned or badly signed forwarding headers
+//! are dropped unread.
+//!
 //! IPv6 sources are grouped by /64: one host usually owns a whole /64, so counting single
 //! addresses would let it take any number of slots.
 //!
