@@ -21,9 +21,11 @@ use crate::adapters::webrtcroom::WebRtcRoom;
 use crate::adapters::{Bound, Reach, Realm, Stores};
 use crate::admin::{self, AdminState};
 use crate::cluster::runtime::Node;
+use crate::cluster::sessions::Directory;
 use crate::cluster::supervisor::{self, Event};
 use crate::config::{same_address, Config, TokenConfig};
 use crate::endpoints::descriptors::{self, Budget, FdLimit};
+use crate::endpoints::forward::Forwarder;
 use crate::endpoints::{self, demo, home, listener, Endpoint, Listener, StaticFiles, Timeouts};
 use crate::reload::Reloadable;
 use crate::store::SharedRooms;
@@ -47,7 +49,10 @@ pub async fn run(
     };
 
     let mut realms: Vec<Arc<dyn Realm>> = Vec::new();
-    let mut listeners: Vec<(Listener, String, Vec<String>)> = Vec::new();
+    let mut listeners: Vec<Planned> = Vec::new();
+    let directory = node
+        .as_ref()
+        .map(|n| Directory::new(n.conn.clone(), &config.cluster.name, n.id.clone()));
     let mut reloadable = Vec::new();
     for (endpoint, mounts) in plan(&config) {
         let what = endpoint
@@ -65,7 +70,13 @@ pub async fn run(
             .map(|m| m.name())
             .collect();
         let (tls, key_name) = endpoint.tls.clone();
-        let listener = endpoints::build(endpoint, |io| {
+        let forward = match &directory {
+            Some(directory) => {
+                Some(Forwarder::new(directory.clone(), &endpoint.name, ENGINE_PATH).await?)
+            }
+            None => None,
+        };
+        let listener = endpoints::build_with_forwarding(endpoint, forward.clone(), |io| {
             // One `/turn` per listener; on a shared listener the first protocol with tokens
             // guards it.
             let guarded = mounts
@@ -110,14 +121,23 @@ pub async fn run(
                 key_name,
             });
         }
-        listeners.push((listener, what, links));
+        listeners.push((listener, what, links, forward));
     }
     crate::reload::on_sighup(reloadable)?;
 
     // Bind every listener before serving any: a taken port stops the start with nothing served.
     let mut bound = Vec::new();
-    for (listener, what, links) in listeners {
+    for (listener, what, links, forward) in listeners {
         let socket = listener::bind(&listener.listen_key, listener.listen)?;
+        if let Some(forward) = forward {
+            // How the other nodes reach this listener, to forward its sessions' requests.
+            let addr = local_addr(&socket, listener.listen);
+            let url = config.cluster.advertised_url(listener.scheme(), addr);
+            forward
+                .advertise(&url)
+                .await
+                .with_context(|| format!("cluster: advertising {url}"))?;
+        }
         bound.push((listener, what, links, socket));
     }
     let admin_socket = if config.admin.enabled {
@@ -199,9 +219,21 @@ pub async fn run(
             tracing::warn!("cluster: some messages to other nodes were not sent before leaving");
         }
         node.leave().await;
+        if let Some(directory) = &directory {
+            if let Err(e) = directory.forget_node(node.id.as_str()).await {
+                tracing::warn!(error = %e, "cluster: forgetting this node's listeners");
+            }
+        }
     }
     Ok(())
 }
+
+/// A listener built and not yet bound: what it serves (for the start-up line), the pages to
+/// link, and its forwarding of other nodes' sessions (cluster mode).
+type Planned = (Listener, String, Vec<String>, Option<Arc<Forwarder>>);
+
+/// Where Engine.IO requests start on every listener (socketioxide's default).
+const ENGINE_PATH: &str = "/socket.io";
 
 /// Joins the cluster when `cluster.redis_url` is set.
 async fn join_cluster(config: &Config) -> anyhow::Result<Option<Node>> {

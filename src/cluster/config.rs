@@ -99,6 +99,16 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// The URL other nodes reach this node's listener bound at `bound` by.
+    pub fn advertised_url(&self, scheme: &str, bound: SocketAddr) -> String {
+        let host = self.advertised(bound);
+        if host.contains(':') && !host.starts_with('[') {
+            format!("{scheme}://[{host}]:{}", bound.port())
+        } else {
+            format!("{scheme}://{host}:{}", bound.port())
+        }
+    }
+
     /// The host other nodes reach this node's listener at `listen` by.
     pub fn advertised(&self, listen: SocketAddr) -> String {
         if self.advertise_host.is_empty() {
