@@ -147,7 +147,7 @@ pub async fn run(
     };
 
     if let Some(node) = &node {
-        run_cluster(node, &stores).await?;
+        run_cluster(node, &stores, directory.clone()).await?;
     }
     let fds = raise_fd_limit(&config);
     let timeouts = Timeouts {
@@ -256,7 +256,11 @@ async fn join_cluster(config: &Config) -> anyhow::Result<Option<Node>> {
 /// and the two loops that consume them: messages from other nodes are delivered into the
 /// realms; departures found by the supervisor (grace ended, node died) are told to their
 /// peers; after Redis lost this node's members, they are put back.
-async fn run_cluster(node: &Node, stores: &Stores) -> anyhow::Result<()> {
+async fn run_cluster(
+    node: &Node,
+    stores: &Stores,
+    directory: Option<Directory>,
+) -> anyhow::Result<()> {
     let opened = stores.opened();
     let mut inlets = Inlets::default();
     let mut realms = Vec::new();
@@ -290,6 +294,13 @@ async fn run_cluster(node: &Node, stores: &Stores) -> anyhow::Result<()> {
                     room,
                 } => {
                     tracing::info!(realm, %member, %room, "cluster: member of a dead node is away until its grace ends");
+                }
+                Event::Forgotten { node } => {
+                    if let Some(directory) = &directory {
+                        if let Err(e) = directory.forget_node(&node).await {
+                            tracing::warn!(%node, error = %e, "cluster: forgetting a dead node's listeners");
+                        }
+                    }
                 }
                 Event::Reregistered => {
                     for rooms in by_name.values() {

@@ -1,13 +1,13 @@
 //! Cluster mode: several gateway nodes sharing every room through one Redis (issue 10).
 //!
-//! **Not available yet.** This module is the foundation: the `[cluster]` settings
-//! ([`config`]), a node's identity ([`node`]), its liveness and the detection of dead nodes
-//! ([`liveness`]), the loop that renews it and deals with dead nodes and
-//! ended grace periods ([`supervisor`]), the ordered cross-node transport ([`transport`]) and the session directory that lets any
-//! node serve any polling session ([`sessions`], used by `endpoints/forward.rs`); the shared room state
-//! is in `store/redis.rs`. None of it is wired into the gateway: a set `cluster.redis_url` is
-//! refused at start, and with it empty (the default) nothing here runs, connects or costs
-//! anything.
+//! On while `cluster.redis_url` is set; with it empty (the default) nothing here runs,
+//! connects or costs anything. The parts: the `[cluster]` settings ([`config`]), a node's
+//! identity ([`node`]), joining and leaving the cluster and what operators see of it
+//! ([`runtime`]), its liveness and the detection of dead nodes ([`liveness`]), the loop that
+//! renews it and deals with dead nodes and ended grace periods ([`supervisor`]), the messages
+//! between nodes ([`link`]) over the ordered pub/sub transport ([`transport`]), and the session
+//! directory that lets any node serve any polling session ([`sessions`], used by
+//! `endpoints/forward.rs`). The shared room state is in `store/redis.rs`.
 //!
 //! Why the `redis` crate (tokio + connection manager) and not `socketioxide-redis`: our
 //! adapters deliver with `get_socket` to one socket and bypass socketioxide's rooms and

@@ -2,7 +2,7 @@
 //! died, and ends reconnect grace periods, reporting each outcome once for the adapters to
 //! tell their peers.
 //!
-//! **Not wired into the gateway yet** (see `cluster` module docs). Every node runs the loop;
+//! Every node runs the loop (`gateway::run_cluster` consumes its events);
 //! the store's scripts make each removal and each expiry happen in exactly one node's loop,
 //! so a grace period ends even when the node that saw the drop is gone.
 
@@ -55,6 +55,12 @@ pub enum Event {
     /// This node's own heartbeat had expired (a long pause, or Redis lost its state): it is
     /// registered again and must restore its live members.
     Reregistered,
+    /// A dead node's members were dealt with in every realm and the node is forgotten: what
+    /// else names it (its listeners, for forwarding) can go.
+    Forgotten {
+        /// The node's id.
+        node: String,
+    },
 }
 
 /// How many expired members one pass removes per realm, so one pass stays short.
@@ -125,7 +131,9 @@ async fn pass(
                 .await?;
             }
         }
-        liveness.forget(&node).await?;
+        if liveness.forget(&node).await? {
+            send(Event::Forgotten { node }).await?;
+        }
     }
     for realm in realms.iter().filter(|r| !r.grace.is_zero()) {
         for departure in realm.store.expire(now, EXPIRE_BATCH).await? {

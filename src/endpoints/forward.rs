@@ -13,9 +13,8 @@
 //! ```
 //!
 //! On a graceful stop, `directory.forget_node(node_id.as_str())` after `Liveness::stop`; the
-//! survivors should do the same when they forget a dead node (not wired yet: the supervisor
-//! loop is the integrator's). Until then a dead node is already skipped once its heartbeat
-//! expires. `build_with_forwarding` installs two middlewares; without a `Forwarder` (one node)
+//! survivors do the same when they forget a dead node (`gateway::run_cluster`). Before that, a
+//! dead node is already skipped once its heartbeat expires. `build_with_forwarding` installs two middlewares; without a `Forwarder` (one node)
 //! neither exists and a request pays nothing:
 //! - **accept**, outermost: a request whose forwarding headers carry a valid MAC under the
 //!   cluster secret comes from another node on behalf of a client; its `ConnectInfo` becomes

@@ -1,7 +1,6 @@
 //! Room state in Redis, for several gateway nodes sharing every room (cluster mode).
 //!
-//! **Not wired into the gateway yet**: this is the foundation of issue 10. The gateway still
-//! runs on [`super::MemoryStore`]; a set `cluster.redis_url` is refused at start.
+//! Used through [`super::shared::SharedRooms`] when `cluster.redis_url` is set.
 //!
 //! The rules are the memory core's (`Rooms::join`, `leave`, `route`, `disconnect`, `rebind`
 //! and the grace expiry in `src/core`), rule for rule and in the same order, so a realm
