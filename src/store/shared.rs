@@ -73,6 +73,18 @@ pub struct SharedRooms<H> {
     view: Mutex<View>,
     /// Whether the last call reached Redis, for readiness.
     reachable: AtomicBool,
+    /// Departures Redis could not take (it was unreachable), tried again every second, so a
+    /// member whose connection closed during an outage does not stay in Redis for good.
+    pending: Mutex<Vec<Pending>>,
+}
+
+/// A departure to write again.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    /// The member of this connection leaves (its peers are told when it succeeds).
+    Leave(ConnId),
+    /// The member of this connection is away until this deadline (ms).
+    Away(ConnId, u64),
 }
 
 /// How long operators' views are refreshed after the last look.
@@ -96,6 +108,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             on_departed,
             view: Mutex::default(),
             reachable: AtomicBool::new(true),
+            pending: Mutex::default(),
         });
         let weak = Arc::downgrade(&rooms);
         tokio::spawn(async move {
@@ -104,6 +117,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             loop {
                 tick.tick().await;
                 let Some(rooms) = weak.upgrade() else { return };
+                rooms.retry_pending().await;
                 rooms.refresh_view().await;
             }
         });
@@ -245,6 +259,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             }
             Err(e) => {
                 self.failed("leave", &e);
+                self.pending.lock().push(Pending::Leave(conn));
                 None
             }
         }
@@ -330,6 +345,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 Ok(None) => Disconnected::NotMember,
                 Err(e) => {
                     self.failed("leave", &e);
+                    self.pending.lock().push(Pending::Leave(conn));
                     Disconnected::NotMember
                 }
             };
@@ -346,6 +362,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             Ok(None) => Disconnected::NotMember,
             Err(e) => {
                 self.failed("away", &e);
+                self.pending.lock().push(Pending::Away(conn, deadline));
                 Disconnected::Away {
                     room: local.room,
                     member: local.member,
@@ -554,6 +571,34 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         let mut view = self.view.lock();
         view.asked = Some(Instant::now());
         view.sizes
+    }
+
+    /// Writes the departures Redis missed; those it still cannot take wait for the next try.
+    async fn retry_pending(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock());
+        let mut again = Vec::new();
+        for p in pending {
+            let done = match p {
+                Pending::Leave(conn) => match self.redis.leave(&conn.to_string()).await {
+                    Ok(gone) => {
+                        if let Some(g) = gone {
+                            self.departed(g);
+                        }
+                        true
+                    }
+                    Err(_) => false,
+                },
+                Pending::Away(conn, deadline) => {
+                    self.redis.away(&conn.to_string(), deadline).await.is_ok()
+                }
+            };
+            if !done {
+                again.push(p);
+            }
+        }
+        if !again.is_empty() {
+            self.pending.lock().extend(again);
+        }
     }
 
     async fn refresh_view(&self) {
