@@ -52,6 +52,9 @@ pub enum Load {
 /// Settings shared by every client of a run.
 pub struct Cfg {
     pub target: Target,
+    /// Where the odd-numbered clients connect (the second client of every relay pair, every
+    /// second member of a room), when set: e.g. another node of a cluster. `None`: `target`.
+    pub peer_target: Option<Target>,
     pub proto: Proto,
     pub eio: u8,
     pub transport: Transport,
@@ -65,6 +68,14 @@ pub struct Cfg {
 }
 
 impl Cfg {
+    /// The server client number `n` connects to: odd numbers go to `peer_target` when set.
+    pub fn target_for(&self, n: usize) -> &Target {
+        match &self.peer_target {
+            Some(t) if n % 2 == 1 => t,
+            _ => &self.target,
+        }
+    }
+
     /// The transport of client number `n`: with a polling share s, client n polls when
     /// ⌊(n+1)·s⌋ > ⌊n·s⌋, so any prefix of the clients has its share of pollers (s = 0.5:
     /// every second client).
@@ -292,7 +303,7 @@ pub async fn run(sh: Rc<Shared>, t: Task, sem: std::sync::Arc<Semaphore>) {
     let cfg = &sh.cfg;
     let conn = tokio::time::timeout(
         cfg.join_timeout,
-        Conn::connect(&cfg.target, cfg.transport_for(t.n), cfg.eio, t.n),
+        Conn::connect(cfg.target_for(t.n), cfg.transport_for(t.n), cfg.eio, t.n),
     )
     .await;
     let mut conn = match conn {

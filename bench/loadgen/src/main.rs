@@ -15,7 +15,13 @@
 //! 3 for webrtcroom, 4 for chatroom), `--path /socket.io/`, `--server-pid PID` (RSS and CPU
 //! of the server from /proc), `--label TEXT`, `--meta key=value` (copied into the JSON),
 //! `--progress SECONDS` (0: none), `--max-time SECONDS` (hard limit of the whole run),
-//! `--sources N` (spread connections over 127.0.0.1..N), `--join-timeout SECONDS`.
+//! `--sources N` (spread connections over 127.0.0.1..N), `--join-timeout SECONDS`,
+//! `--peer-url URL` (the odd-numbered clients — the second client of every relay pair, every
+//! second member of a room — connect there instead: another node of a cluster),
+//! `--watch-pid NAME=PID` (repeatable: CPU time of that process over the measured window, e.g.
+//! the other cluster nodes and redis-server; also left out of the disturbance figure),
+//! `--redis HOST:PORT` (a loopback redis-server whose `INFO commandstats` is read at the
+//! start and end of the measured window: calls and µs per command in the window).
 //!
 //! Scenarios (see bench/README.md for what each figure means):
 //! - `join`: N clients, at most C connecting at once, join rooms of K; then idle S seconds and
@@ -67,6 +73,9 @@ struct Args {
     max_time: f64,
     sources: usize,
     join_timeout: f64,
+    peer_url: Option<String>,
+    watch: Vec<(String, u32)>,
+    redis: Option<SocketAddr>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -105,6 +114,9 @@ fn parse_args() -> Args {
         max_time: 300.0,
         sources: 1,
         join_timeout: 20.0,
+        peer_url: None,
+        watch: Vec::new(),
+        redis: None,
     };
     while let Some(k) = it.next() {
         let mut v = || {
@@ -157,6 +169,21 @@ fn parse_args() -> Args {
             "--max-time" => a.max_time = num(&k, v()),
             "--sources" => a.sources = num(&k, v()),
             "--join-timeout" => a.join_timeout = num(&k, v()),
+            "--peer-url" => a.peer_url = Some(v()),
+            "--watch-pid" => {
+                let kv = v();
+                let (name, pid) = kv
+                    .split_once('=')
+                    .unwrap_or_else(|| usage("--watch-pid wants NAME=PID"));
+                a.watch.push((name.into(), num(&k, pid.into())));
+            }
+            "--redis" => {
+                let addr: SocketAddr = num(&k, v());
+                if !addr.ip().is_loopback() {
+                    usage("--redis: only a loopback redis-server");
+                }
+                a.redis = Some(addr);
+            }
             "-h" | "--help" => usage("help"),
             o => usage(&format!("unknown option {o}")),
         }
@@ -175,11 +202,10 @@ fn parse_args() -> Args {
     a
 }
 
-fn target(a: &Args) -> Target {
-    let rest = a
-        .url
+fn target(a: &Args, url: &str) -> Target {
+    let rest = url
         .strip_prefix("http://")
-        .or_else(|| a.url.strip_prefix("ws://"))
+        .or_else(|| url.strip_prefix("ws://"))
         .unwrap_or_else(|| usage("--url must be http://HOST:PORT (TLS is not supported)"));
     let host = rest.trim_end_matches('/').to_string();
     let addr: SocketAddr = host
@@ -261,7 +287,50 @@ fn rss_kib(pid: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[derive(Clone, Copy)]
+/// `INFO commandstats` of a loopback redis-server: per command, (calls, µs spent).
+/// Commands run inside Lua scripts are counted under their own names too.
+fn redis_commandstats(addr: SocketAddr) -> Option<BTreeMap<String, (u64, u64)>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"INFO commandstats\r\n").ok()?;
+    // A bulk string: `$<len>\r\n<body>\r\n`.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let body = loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
+            let len: usize = std::str::from_utf8(buf.get(1..eol)?).ok()?.parse().ok()?;
+            if buf.len() >= eol + 2 + len {
+                break String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len]).into_owned();
+            }
+        }
+    };
+    let mut out = BTreeMap::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let Some((name, fields)) = rest.split_once(':') else {
+            continue;
+        };
+        let field = |k: &str| -> u64 {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        out.insert(name.to_string(), (field("calls="), field("usec=")));
+    }
+    Some(out)
+}
+
+#[derive(Clone)]
 struct Snap {
     at: Instant,
     server_cpu: Option<f64>,
@@ -270,18 +339,68 @@ struct Snap {
     softirq: f64,
     sent: u64,
     received: u64,
+    joined: u64,
+    /// CPU time of each `--watch-pid` process.
+    watched: Vec<Option<f64>>,
+    redis: Option<BTreeMap<String, (u64, u64)>>,
 }
 
-fn snap(sh: &Shared, pid: Option<u32>) -> Snap {
+fn snap(sh: &Shared, a: &Args) -> Snap {
+    let redis = a.redis.and_then(redis_commandstats);
     Snap {
         at: Instant::now(),
-        server_cpu: pid.and_then(|p| cpu_time(&p.to_string())),
+        server_cpu: a.server_pid.and_then(|p| cpu_time(&p.to_string())),
         own_cpu: cpu_time("self"),
         machine: machine_busy(),
         softirq: softirq_threads(),
         sent: sh.stats.sent.get(),
         received: sh.stats.received.get(),
+        joined: sh.stats.joined.get(),
+        watched: a.watch.iter().map(|(_, p)| cpu_time(&p.to_string())).collect(),
+        redis,
     }
+}
+
+/// What happened between two snapshots, for per-message and per-join costs: CPU seconds of
+/// the server and of every watched process, and Redis commands (calls and µs, the `INFO`
+/// calls of the snapshots left out).
+fn window(a: &Args, s0: &Snap, s1: &Snap) -> Value {
+    let d = |x: Option<f64>, y: Option<f64>| x.zip(y).map(|(x, y)| round6(y - x));
+    let mut cpu = serde_json::Map::new();
+    cpu.insert("server".into(), json!(d(s0.server_cpu, s1.server_cpu)));
+    for (i, (name, _)) in a.watch.iter().enumerate() {
+        cpu.insert(name.clone(), json!(d(s0.watched[i], s1.watched[i])));
+    }
+    let redis = match (&s0.redis, &s1.redis) {
+        (Some(r0), Some(r1)) => {
+            let mut calls = serde_json::Map::new();
+            let mut usec = serde_json::Map::new();
+            for (name, (c1, u1)) in r1 {
+                if name == "info" {
+                    continue;
+                }
+                let (c0, u0) = r0.get(name).copied().unwrap_or((0, 0));
+                if c1 > &c0 {
+                    calls.insert(name.clone(), json!(c1 - c0));
+                    usec.insert(name.clone(), json!(u1.saturating_sub(u0)));
+                }
+            }
+            json!({ "calls": calls, "usec": usec })
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "s": round6((s1.at - s0.at).as_secs_f64()),
+        "sent": s1.sent - s0.sent,
+        "received": s1.received - s0.received,
+        "joined": s1.joined - s0.joined,
+        "cpu_s": cpu,
+        "redis": redis,
+    })
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
 }
 
 fn util(a: Option<f64>, b: Option<f64>, wall: f64) -> Value {
@@ -309,7 +428,13 @@ fn others(s0: &Snap, s1: &Snap) -> Value {
         .zip(s1.own_cpu)
         .map(|(a, b)| b - a)
         .unwrap_or(0.0);
-    let own = own + (s1.softirq - s0.softirq);
+    let watched: f64 = s0
+        .watched
+        .iter()
+        .zip(&s1.watched)
+        .filter_map(|(a, b)| a.zip(*b).map(|(a, b)| b - a))
+        .sum();
+    let own = own + (s1.softirq - s0.softirq) + watched;
     if wall <= 0.0 {
         return Value::Null;
     }
@@ -492,6 +617,7 @@ impl Run {
             "transport": match a.transport { Transport::WebSocket => "websocket", Transport::Polling => "polling" },
             "polling_share": a.polling_share,
             "url": a.url,
+            "peer_url": a.peer_url,
             "errors": {
                 "connect": st.connect_errors.get(),
                 "join_timeout": st.join_timeouts.get(),
@@ -528,7 +654,7 @@ async fn scenario_join(r: &Run) -> Value {
     let a = &r.a;
     let pid = a.server_pid.map(|p| p.to_string());
     let rss0 = pid.as_deref().and_then(rss_kib);
-    let s0 = snap(&r.sh, a.server_pid);
+    let s0 = snap(&r.sh, a);
     let mut handles = Vec::with_capacity(a.clients);
     for i in 0..a.clients {
         let idx = r.sh.alloc();
@@ -541,7 +667,7 @@ async fn scenario_join(r: &Run) -> Value {
         }));
     }
     let all = r.await_joins(a.clients).await;
-    let s1 = snap(&r.sh, a.server_pid);
+    let s1 = snap(&r.sh, a);
     let join_wall = (s1.at - s0.at).as_secs_f64();
     r.progress("joined");
     r.wait(a.idle, "idle").await;
@@ -563,6 +689,7 @@ async fn scenario_join(r: &Run) -> Value {
             "cpu_util_joining": util(s0.server_cpu, s1.server_cpu, join_wall),
             "other_cpu_util_joining": others(&s0, &s1),
         },
+        "window": window(a, &s0, &s1),
     });
     r.sh.phase.send_replace(Phase::Done);
     out
@@ -590,10 +717,10 @@ async fn scenario_relay(r: &Run) -> Value {
     r.progress("joined");
     r.sh.phase.send_replace(Phase::Run);
     r.wait(a.warmup, "warmup").await;
-    let s0 = snap(&r.sh, a.server_pid);
+    let s0 = snap(&r.sh, a);
     r.sh.stats.window_from.set(r.sh.ns(s0.at));
     r.wait(a.duration, "measuring").await;
-    let s1 = snap(&r.sh, a.server_pid);
+    let s1 = snap(&r.sh, a);
     r.sh.stats.window_to.set(r.sh.ns(s1.at));
     r.sh.phase.send_replace(Phase::Drain);
     // In-flight messages still count; what has not arrived after the drain is lost.
@@ -615,6 +742,7 @@ async fn scenario_relay(r: &Run) -> Value {
         "complete": all,
         "join": r.join_figures(),
         "relay": r.relay_figures(&s0, &s1, lost),
+        "window": window(a, &s0, &s1),
         "server": { "pid": a.server_pid, "rss_kib_before": rss0, "rss_kib_after": rss1 },
     });
     r.sh.phase.send_replace(Phase::Done);
@@ -627,7 +755,7 @@ async fn scenario_churn(r: &Run) -> Value {
     let rss0 = pid.as_deref().and_then(rss_kib);
     let max_rss = Rc::new(std::cell::Cell::new(rss0.unwrap_or(0)));
     r.sh.phase.send_replace(Phase::Run);
-    let s0 = snap(&r.sh, a.server_pid);
+    let s0 = snap(&r.sh, a);
     r.sh.stats.window_from.set(0);
     let counter = Rc::new(std::cell::Cell::new(0usize));
     let mut slots = Vec::new();
@@ -683,7 +811,7 @@ async fn scenario_churn(r: &Run) -> Value {
         }
         r.progress("churn");
     }
-    let s1 = snap(&r.sh, a.server_pid);
+    let s1 = snap(&r.sh, a);
     let cycles_in_window = r.sh.stats.cycles.get();
     r.sh.phase.send_replace(Phase::Drain);
     // Let the cycles under way finish (bounded by the clients' own timeouts).
@@ -742,7 +870,8 @@ fn main() {
             .unwrap_or(0)
     );
     let cfg = Cfg {
-        target: target(&a),
+        target: target(&a, &a.url),
+        peer_target: a.peer_url.as_deref().map(|u| target(&a, u)),
         proto: a.proto,
         eio: a.eio,
         transport: a.transport,
