@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -54,6 +54,68 @@ struct Local<H> {
     source: String,
 }
 
+/// This node's member connections, by connection and by member key.
+struct LocalIndex<H> {
+    conns: HashMap<ConnId, Local<H>>,
+    members: HashMap<Arc<str>, ConnId>,
+}
+
+impl<H> Default for LocalIndex<H> {
+    fn default() -> Self {
+        Self {
+            conns: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+}
+
+impl<H> LocalIndex<H> {
+    fn insert(&mut self, conn: ConnId, local: Local<H>) -> Option<Local<H>> {
+        self.members.insert(local.member.clone(), conn);
+        let before = self.conns.insert(conn, local);
+        if let Some(b) = &before {
+            self.forget_member(&b.member, conn);
+        }
+        before
+    }
+
+    fn remove(&mut self, conn: &ConnId) -> Option<Local<H>> {
+        let before = self.conns.remove(conn)?;
+        self.forget_member(&before.member, *conn);
+        Some(before)
+    }
+
+    /// Drops the member index entry of `member` if it still points at `conn`.
+    fn forget_member(&mut self, member: &Arc<str>, conn: ConnId) {
+        let other = self.conns.get(&conn).map(|l| &l.member);
+        if self.members.get(member) == Some(&conn) && other != Some(member) {
+            self.members.remove(member);
+        }
+    }
+
+    fn get(&self, conn: &ConnId) -> Option<&Local<H>> {
+        self.conns.get(conn)
+    }
+
+    fn get_mut(&mut self, conn: &ConnId) -> Option<&mut Local<H>> {
+        self.conns.get_mut(conn)
+    }
+
+    fn contains_key(&self, conn: &ConnId) -> bool {
+        self.conns.contains_key(conn)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ConnId, &Local<H>)> {
+        self.conns.iter()
+    }
+
+    /// The connection of member `key`, if it is one of this node's.
+    fn by_member(&self, key: &str) -> Option<(ConnId, &Local<H>)> {
+        let conn = *self.members.get(key)?;
+        self.conns.get(&conn).map(|l| (conn, l))
+    }
+}
+
 /// The operators' view, refreshed in the background while someone looks.
 #[derive(Default)]
 struct View {
@@ -68,7 +130,7 @@ pub struct SharedRooms<H> {
     realm: &'static str,
     node: Arc<str>,
     locator: Arc<dyn Locator<H>>,
-    local: Mutex<HashMap<ConnId, Local<H>>>,
+    local: Mutex<LocalIndex<H>>,
     on_departed: OnDeparted<H>,
     view: Mutex<View>,
     /// Whether the last call reached Redis, for readiness.
@@ -76,6 +138,8 @@ pub struct SharedRooms<H> {
     /// Departures Redis could not take (it was unreachable), tried again every second, so a
     /// member whose connection closed during an outage does not stay in Redis for good.
     pending: Mutex<Vec<Pending>>,
+    /// This realm itself, for the timers it starts.
+    me: Weak<Self>,
 }
 
 /// A departure to write again.
@@ -86,6 +150,9 @@ enum Pending {
     /// The member of this connection is away until this deadline (ms).
     Away(ConnId, u64),
 }
+
+/// Most members one on-time expiry removes (the supervisor's passes take the rest).
+const EXPIRE_BATCH: usize = 64;
 
 /// How long operators' views are refreshed after the last look.
 const VIEW_INTEREST: Duration = Duration::from_secs(30);
@@ -99,7 +166,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         locator: Arc<dyn Locator<H>>,
         on_departed: OnDeparted<H>,
     ) -> Arc<Self> {
-        let rooms = Arc::new(Self {
+        let rooms = Arc::new_cyclic(|me| Self {
             redis,
             realm,
             node: node.into(),
@@ -109,6 +176,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             view: Mutex::default(),
             reachable: AtomicBool::new(true),
             pending: Mutex::default(),
+            me: me.clone(),
         });
         let weak = Arc::downgrade(&rooms);
         tokio::spawn(async move {
@@ -209,10 +277,35 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             max_rooms: req.max_rooms,
             source: &source,
         };
-        let result = timed("join", self.redis.join(&args)).await.map_err(|e| {
-            self.failed("join", &e);
-            Refusal::Unavailable
-        })?;
+        // The connection is this node's member of the room *before* the script runs: a peer
+        // joining on this node right after it must find it here, or it would be taken for
+        // away and never be told of the newcomer. Undone if the join does not happen.
+        let previous = self.local.lock().insert(
+            req.conn,
+            Local {
+                handle: req.handle.clone(),
+                member: req.member.clone(),
+                room: req.room.clone(),
+                name: req.name.clone(),
+                seq: 0,
+                source: source.clone(),
+            },
+        );
+        let undo = || {
+            let mut local = self.local.lock();
+            match previous.clone() {
+                Some(p) => local.insert(req.conn, p),
+                None => local.remove(&req.conn),
+            };
+        };
+        let result = match timed("join", self.redis.join(&args)).await {
+            Ok(result) => result,
+            Err(e) => {
+                undo();
+                self.failed("join", &e);
+                return Err(Refusal::Unavailable);
+            }
+        };
         self.reached();
         match result {
             JoinResult::Joined {
@@ -220,32 +313,30 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 existing,
                 left,
             } => {
-                let room = req.room.clone();
-                self.local.lock().insert(
-                    req.conn,
-                    Local {
-                        handle: req.handle,
-                        member: req.member,
-                        room: req.room,
-                        name: req.name,
-                        seq,
-                        source,
-                    },
-                );
+                if let Some(l) = self.local.lock().get_mut(&req.conn) {
+                    l.seq = seq;
+                }
                 Ok(JoinOutcome::Joined(Joined {
-                    existing: self.peers(existing, &room),
+                    existing: self.peers(existing, &req.room),
                     left: left.map(|g| self.departure(g)),
                 }))
             }
-            JoinResult::AlreadyMember { peers } => Ok(JoinOutcome::AlreadyMember {
-                peers: self.peers(peers, &req.room),
-            }),
-            JoinResult::Full => Err(Refusal::RoomFull {
-                capacity: req.capacity,
-            }),
-            JoinResult::NameTaken => Err(Refusal::NameTaken),
-            JoinResult::MemberIdInUse => Err(Refusal::MemberIdInUse),
-            JoinResult::TooManyRooms => Err(Refusal::TooManyRooms { max: req.max_rooms }),
+            refused => {
+                undo();
+                match refused {
+                    JoinResult::AlreadyMember { peers } => Ok(JoinOutcome::AlreadyMember {
+                        peers: self.peers(peers, &req.room),
+                    }),
+                    JoinResult::Full => Err(Refusal::RoomFull {
+                        capacity: req.capacity,
+                    }),
+                    JoinResult::NameTaken => Err(Refusal::NameTaken),
+                    JoinResult::MemberIdInUse => Err(Refusal::MemberIdInUse),
+                    JoinResult::TooManyRooms | JoinResult::Joined { .. } => {
+                        Err(Refusal::TooManyRooms { max: req.max_rooms })
+                    }
+                }
+            }
         }
     }
 
@@ -281,7 +372,27 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         to: Target<'_>,
         link: Option<LinkNote>,
     ) -> Result<Route<H>, RouteError> {
-        if !self.local.lock().contains_key(&conn) {
+        if link.is_none() {
+            // Both ends on this node: this node alone binds its connections to rooms, so its
+            // own index answers without a round trip (a relay that records nothing).
+            let local = self.local.lock();
+            let Some(sender) = local.get(&conn) else {
+                return Err(RouteError::NotJoined);
+            };
+            let target = match to {
+                Target::Member(key) => local.by_member(key),
+                Target::Conn(c) => local.get(&c).map(|l| (c, l)),
+            };
+            if let Some((_, t)) = target {
+                if t.room != sender.room {
+                    return Err(RouteError::OtherRoom);
+                }
+                return Ok(Route {
+                    sender: sender.member.clone(),
+                    target: t.handle.clone(),
+                });
+            }
+        } else if !self.local.lock().contains_key(&conn) {
             return Err(RouteError::NotJoined);
         }
         let target_conn;
@@ -354,6 +465,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         match timed("away", self.redis.away(&id, deadline)).await {
             Ok(Some((member, room))) => {
                 self.reached();
+                self.expire_at(grace);
                 Disconnected::Away {
                     room: room.into(),
                     member: member.into(),
@@ -371,6 +483,25 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         }
     }
 
+    /// Ends the grace periods due in `after`, on time: every node's supervisor also ends them
+    /// within a second (so a grace ends even when this node is gone), and the store hands
+    /// each expired member to exactly one caller.
+    fn expire_at(&self, after: Duration) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(rooms) = me.upgrade() else { return };
+            match timed("expire", rooms.redis.expire(now_ms(), EXPIRE_BATCH)).await {
+                Ok(gone) => {
+                    for g in gone {
+                        rooms.departed(g);
+                    }
+                }
+                Err(e) => rooms.failed("expire", &e),
+            }
+        });
+    }
+
     /// Binds an existing member (possibly of another node) to a connection of this node.
     pub async fn rebind(&self, req: Rebind<H>) -> Result<Rebound<H>, RebindError> {
         if !req.handle.is_open() {
@@ -385,47 +516,67 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             at: &at,
             source: &source,
         };
-        let result = timed("rebind", self.redis.rebind(&args))
-            .await
-            .map_err(|e| {
+        // As for a join: this node holds the member on its new connection before the script
+        // runs, so a peer joining here meanwhile finds it live; undone on a refusal.
+        let before = self.local.lock().insert(
+            req.conn,
+            Local {
+                handle: req.handle.clone(),
+                member: req.member.clone(),
+                room: req.room.clone(),
+                name: req.name.clone(),
+                seq: 0,
+                source: source.clone(),
+            },
+        );
+        let undo = || {
+            let mut local = self.local.lock();
+            match before.clone() {
+                Some(b) => local.insert(req.conn, b),
+                None => local.remove(&req.conn),
+            };
+        };
+        let result = match timed("rebind", self.redis.rebind(&args)).await {
+            Ok(result) => result,
+            Err(e) => {
+                undo();
                 self.failed("rebind", &e);
-                RebindError::Unavailable
-            })?;
+                return Err(RebindError::Unavailable);
+            }
+        };
         self.reached();
-        let (room, previous, unlinked, linked, gone) = match result {
+        let refused = match result {
             RebindResult::Rebound {
                 room,
                 previous,
                 unlinked,
                 linked,
                 gone,
-            } => (room, previous, unlinked, linked, gone),
-            RebindResult::Unknown => return Err(RebindError::Unknown),
-            RebindResult::Mismatch => return Err(RebindError::Mismatch),
-            RebindResult::ConnBusy => return Err(RebindError::ConnBusy),
-            RebindResult::Live => return Err(RebindError::Live),
+            } => Ok((room, previous, unlinked, linked, gone)),
+            RebindResult::Unknown => Err(RebindError::Unknown),
+            RebindResult::Mismatch => Err(RebindError::Mismatch),
+            RebindResult::ConnBusy => Err(RebindError::ConnBusy),
+            RebindResult::Live => Err(RebindError::Live),
+        };
+        let (room, previous, unlinked, linked, gone) = match refused {
+            Ok(rebound) => rebound,
+            Err(e) => {
+                undo();
+                return Err(e);
+            }
         };
         let room: Arc<str> = room.into();
         if let Some(prev) = &previous {
             if *prev.node == *self.node {
                 if let Ok(c) = ConnId::from_str(&prev.conn) {
-                    self.local.lock().remove(&c);
+                    if c != req.conn {
+                        self.local.lock().remove(&c);
+                    }
                 }
             } else {
                 self.locator.detach(prev);
             }
         }
-        self.local.lock().insert(
-            req.conn,
-            Local {
-                handle: req.handle,
-                member: req.member,
-                room: room.clone(),
-                name: req.name,
-                seq: 0,
-                source,
-            },
-        );
         Ok(Rebound {
             previous_conn: previous.map(|p| p.conn.into()),
             unlinked: self.peers(unlinked, &room),
