@@ -40,6 +40,24 @@ pub struct Config {
     /// Several nodes sharing every room through Redis (`[cluster]`; off while `redis_url`
     /// is empty).
     pub cluster: crate::cluster::ClusterConfig,
+    /// Rooms shared by the two protocols (`[cross_protocol]`; off by default).
+    pub cross_protocol: CrossProtocolConfig,
+}
+
+/// Cross-protocol ("mixed") rooms: a WebRtcRoom app and a chatroom client in one call.
+///
+/// Off by default, so that each protocol keeps rooms of its own, as the original servers
+/// did. When on, a room name means one room for both protocols, for every room or only those
+/// whose name matches one of `rooms`; the adapters translate between the two protocols
+/// (`src/adapters/mixed.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrossProtocolConfig {
+    /// Whether rooms may be shared by the two protocols.
+    pub enabled: bool,
+    /// Glob patterns (`*` any run of characters, `?` one character) of the room names that
+    /// are shared; empty: every room.
+    pub rooms: Vec<String>,
 }
 
 impl Default for Config {
@@ -53,6 +71,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             turn: TurnConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
+            cross_protocol: CrossProtocolConfig::default(),
         }
     }
 }
@@ -615,6 +634,12 @@ impl Config {
         .collect();
         if let Err((key, message)) = self.cluster.check(&listeners) {
             return Err(ConfigError::invalid(key, message));
+        }
+        if self.cross_protocol.rooms.iter().any(|r| r.is_empty()) {
+            return Err(ConfigError::invalid(
+                "cross_protocol.rooms",
+                "an empty pattern matches no room name; remove it (an empty list means every room)",
+            ));
         }
         check_log_level("log.level", &self.log.level)
     }

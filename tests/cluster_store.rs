@@ -469,7 +469,9 @@ async fn routes_only_between_live_members_of_one_room() {
         RouteResult::Routed {
             sender: "a".into(),
             target: at("B", "b"),
-            room: "r".into()
+            room: "r".into(),
+            target_member: "b".into(),
+            target_connector: None,
         }
     );
     assert_eq!(
@@ -477,7 +479,9 @@ async fn routes_only_between_live_members_of_one_room() {
         RouteResult::Routed {
             sender: "b".into(),
             target: at("A", "a"),
-            room: "r".into()
+            room: "r".into(),
+            target_member: "a".into(),
+            target_connector: None,
         }
     );
     assert_eq!(
@@ -518,7 +522,9 @@ async fn routes_only_between_live_members_of_one_room() {
         RouteResult::Routed {
             sender: "a".into(),
             target: at("B", "d2"),
-            room: "r".into()
+            room: "r".into(),
+            target_member: "d".into(),
+            target_connector: None,
         }
     );
     assert_eq!(
@@ -662,7 +668,9 @@ async fn a_removal_drops_live_peers_links_to_it_but_away_peers_learn_on_return()
             unlinked,
             linked: l,
             gone,
+            last_conn,
         } => {
+            assert_eq!(last_conn, "ub", "how its peers knew it");
             assert_eq!(room, "y");
             assert_eq!(previous, None, "it was away");
             assert_eq!(unlinked, vec![live("uc", "A")]);

@@ -142,6 +142,10 @@ pub enum RouteResult {
         target: Address,
         /// The room both are in.
         room: String,
+        /// The target's member key.
+        target_member: String,
+        /// The target's own connector of its latest link to the sender, if it made one.
+        target_connector: Option<String>,
     },
     /// The sending connection is no member.
     NotJoined,
@@ -185,6 +189,8 @@ pub enum RebindResult {
         linked: Vec<LinkedAt>,
         /// Linked peers that are gone, by the connection the member knew them by.
         gone: Vec<String>,
+        /// The connection it was bound to before (how its peers knew it).
+        last_conn: String,
     },
     /// No such member (never joined, left, or its grace ended).
     Unknown,
@@ -403,6 +409,8 @@ impl RedisStore {
                     conn: r.text("target conn")?,
                 },
                 room: r.text("room")?,
+                target_member: r.text("target member")?,
+                target_connector: Some(r.text("target connector")?).filter(|c| !c.is_empty()),
             },
             "not_joined" => RouteResult::NotJoined,
             "unknown_target" => RouteResult::UnknownTarget,
@@ -480,6 +488,7 @@ impl RedisStore {
                     }
                     out
                 },
+                last_conn: r.text("last conn")?,
             },
             "unknown" => RebindResult::Unknown,
             "mismatch" => RebindResult::Mismatch,

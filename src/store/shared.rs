@@ -26,7 +26,7 @@ use super::redis::{
 use super::{OnDeparted, Unavailable};
 use crate::cluster::runtime::record_round_trip;
 use crate::core::{
-    ConnId, ConnInfo, Departure, Disconnected, Handle, Join, JoinOutcome, Joined, LinkNote,
+    ConnId, ConnInfo, Departure, Disconnected, Handle, Join, JoinOutcome, Joined, Label, LinkNote,
     LinkedPeer, MemberView, Peer, Rebind, RebindError, Rebound, Refusal, RoomView, Route,
     RouteError, Target,
 };
@@ -154,6 +154,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             .map(|p| Peer {
                 handle: self.resolve(p.at.as_ref(), room),
                 member: p.member.into(),
+                label: Label::default(),
             })
             .collect()
     }
@@ -172,10 +173,12 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                         handle: self.resolve(Some(&l.at), &room)?,
                         member: l.member.into(),
                         connector: l.connector.into(),
+                        label: Label::default(),
                     })
                 })
                 .collect(),
             room,
+            label: Label::default(),
         }
     }
 
@@ -295,6 +298,8 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 sender,
                 target,
                 room,
+                target_member,
+                target_connector,
             } => {
                 let room: Arc<str> = room.into();
                 let target = self
@@ -303,6 +308,9 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 Ok(Route {
                     sender: sender.into(),
                     target,
+                    target_member: target_member.into(),
+                    target_connector: target_connector.map(Into::into),
+                    target_label: Label::default(),
                 })
             }
             RouteResult::NotJoined => Err(RouteError::NotJoined),
@@ -375,14 +383,15 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 RebindError::Unavailable
             })?;
         self.reached();
-        let (room, previous, unlinked, linked, gone) = match result {
+        let (room, previous, unlinked, linked, gone, last_conn) = match result {
             RebindResult::Rebound {
                 room,
                 previous,
                 unlinked,
                 linked,
                 gone,
-            } => (room, previous, unlinked, linked, gone),
+                last_conn,
+            } => (room, previous, unlinked, linked, gone, last_conn),
             RebindResult::Unknown => return Err(RebindError::Unknown),
             RebindResult::Mismatch => return Err(RebindError::Mismatch),
             RebindResult::ConnBusy => return Err(RebindError::ConnBusy),
@@ -419,10 +428,12 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                         handle: self.resolve(Some(&l.at), &room)?,
                         member: l.member.into(),
                         connector: l.connector.into(),
+                        label: Label::default(),
                     })
                 })
                 .collect(),
             gone: gone.into_iter().map(Into::into).collect(),
+            last_conn: last_conn.into(),
             room,
         })
     }
