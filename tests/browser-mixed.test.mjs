@@ -12,10 +12,9 @@
 // WebRtcRoom tab on one node and the chatroom tab on the other.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startGateway } from './lib/gateway.mjs';
+import { startCluster } from './lib/cluster.mjs';
 import {
   browserMissing, launchBrowser, demoUrl, openTab, peers, framesDecoded, waitAll, since,
 } from './lib/browser.mjs';
@@ -122,51 +121,14 @@ describe('mixed calls on one node', () => {
   }
 });
 
-/** A free loopback TCP port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** A redis-server of this test's own (no persistence), ready when this resolves. */
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error('redis-server did not start');
-    await sleep(100);
-  }
-  return { port, stop: () => child.kill('SIGKILL') };
-}
-
 describe('mixed calls across two cluster nodes', () => {
-  let redis;
-  const nodes = [];
+  let cluster;
   before(async () => {
     if (skip) return;
-    redis = await startRedis();
-    for (const id of ['node-a', 'node-b']) {
-      nodes.push(await startGateway({
-        sets: ['cross_protocol.enabled=true'],
-        env: { GATEWAY_CLUSTER__REDIS_URL: `redis://127.0.0.1:${redis.port}/`, GATEWAY_CLUSTER__NODE_ID: id, GATEWAY_CLUSTER__NAME: 'mixed-test' },
-      }));
-    }
+    cluster = await startCluster(2, ['cross_protocol.enabled=true'], 'mixed-browser');
   });
   after(async () => {
-    for (const n of nodes) await n.stop();
-    redis?.stop();
+    await cluster?.stop();
   });
 
   for (const order of ['WC', 'CW']) {
@@ -175,8 +137,12 @@ describe('mixed calls across two cluster nodes', () => {
       try {
         const room = `cluster-${order}`;
         // WebRtcRoom tabs on node a, chatroom tabs on node b.
+        const { nodes } = cluster;
         const urls = { webrtcroom: nodes[0].urls.webrtcroom, chatroom: nodes[1].urls.chatroom };
-        await mixedCall(context, opener(context, urls, room, undefined), order, 'two nodes');
+        const tabs = await mixedCall(context, opener(context, urls, room, undefined), order, 'two nodes');
+        // The first tab leaves: its peers on the other node close their link to it.
+        await tabs[0].click('#leave');
+        await waitAll(tabs.slice(1), linked, { n: 1 }, { what: 'the remaining link still up after a leave', timeout: 10_000 });
       } finally {
         await context.close();
       }

@@ -17,14 +17,18 @@ import {
   replay, startTestGateway, socketIoV2Factory, socketIoV4Factory, metricValue, eventually,
 } from './lib/scenario.mjs';
 import { normalizeEvent } from './lib/chatroom-scenario.mjs';
+import { startCluster } from './lib/cluster.mjs';
 
 const STEP_TIMEOUT_MS = 10_000;
 const GRACE_MS = 2_000; // chatroom.reconnect_grace in tests/fixtures/test.toml
 
-/** Clients named W… on the WebRtcRoom listener, C… on the chatroom listener. */
-function mixedFactory(gw, transports) {
+/**
+ * Clients named W… on the WebRtcRoom listener, C… on the chatroom listener (of gateway
+ * `cgw` when given: another cluster node).
+ */
+function mixedFactory(gw, transports, cgw = gw) {
   const w = socketIoV2Factory(gw.urls.webrtcroom, { transports });
-  const c = socketIoV4Factory(gw.urls.chatroom, { transports });
+  const c = socketIoV4Factory(cgw.urls.chatroom, { transports });
   return async (name) => {
     if (name.startsWith('W')) return w(name);
     const client = await c(name);
@@ -331,4 +335,27 @@ describe('cross-protocol rooms off (the default)', () => {
       return metricValue(m, 'gateway_dropped_total', { protocol: 'webrtcroom', reason: 'unknown_target' }) === 1;
     }, 3000, 'the WebRtcRoom offer to a chatroom socket was dropped as unknown_target');
   });
+});
+
+describe('cross-protocol rooms across two cluster nodes', () => {
+  let cluster;
+  before(async () => {
+    cluster = await startCluster(2, ['cross_protocol.enabled=true'], 'mixed-wire');
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  // WebRtcRoom clients on node 0, chatroom clients on node 1: every translated message
+  // crosses from one node to the other.
+  for (const scenario of SCENARIOS) {
+    test(`two nodes: ${scenario.name}`, { timeout: 60_000 }, async () => {
+      const room = `mix-cluster-${SCENARIOS.indexOf(scenario)}`;
+      const steps = JSON.parse(JSON.stringify(scenario.steps)
+        .replaceAll('"mix"', JSON.stringify(room))
+        .replaceAll('uid-', `uid-${room}-`));
+      const [a, b] = cluster.nodes;
+      await replay(withClients({ ...scenario, steps, file: scenario.name }), mixedFactory(a, ['websocket'], b), { stepTimeoutMs: STEP_TIMEOUT_MS });
+    });
+  }
 });
