@@ -359,3 +359,42 @@ describe('cross-protocol rooms across two cluster nodes', () => {
     });
   }
 });
+
+describe('cross-protocol rooms when a cluster node dies', () => {
+  let cluster;
+  before(async () => {
+    // A long chatroom grace: a WebRtcRoom member of a dead node must not wait for it.
+    cluster = await startCluster(2, ['cross_protocol.enabled=true', 'chatroom.reconnect_grace=60s', 'cluster.node_timeout=2s'], 'mixed-death');
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  test("a WebRtcRoom member of a dead node leaves at once: its chatroom peer on another node gets leave", { timeout: 60_000 }, async () => {
+    const [a, b] = cluster.nodes;
+    const room = 'mix-death';
+    const { ids } = await replay(withClients({
+      file: 'node death',
+      steps: [
+        create('W1', room),
+        { client: 'W1', expect: ['created', { id: '<id:W1>', room, peers: [] }] },
+        join('C1', room),
+        { client: 'W1', expect: ['joined', { id: '<id:C1>', room }] },
+        { client: 'C1', expect: ['getOffer', { memberId: '<id:W1>' }] },
+        ...chatroomOffersTo('C1', 'W1', 'k1', room),
+      ],
+    }), mixedFactory(a, ['websocket'], b), {
+      stepTimeoutMs: STEP_TIMEOUT_MS,
+      async beforeClose(clients) {
+        const t0 = Date.now();
+        a.child.kill('SIGKILL');
+        const leave = await clients.C1.queue.next(15_000, 'leave after node death');
+        assert.deepEqual(leave, ['leave', { connectorId: 'k1', memberId: clients.W1.id }]);
+        const took = Date.now() - t0;
+        console.log(`node death: the chatroom peer heard leave ${took} ms after the kill`);
+        assert.ok(took < 10_000, `within the node timeout and a pass, not the 60 s chatroom grace (${took} ms)`);
+      },
+    });
+    assert.ok(ids.W1);
+  });
+});

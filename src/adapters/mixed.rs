@@ -211,6 +211,13 @@ fn strip_departure(d: Departure<Reach>) -> Departure<Reach> {
     }
 }
 
+/// How long a member of the shared realm stays away when its node dies (cluster mode), by
+/// key: a WebRtcRoom member leaves at once, as on a disconnect (its apps have no reconnect, and
+/// its peers must hear `exit` now); a chatroom member gets the realm's grace (`None`).
+pub fn reap_grace(key: &str) -> Option<Duration> {
+    (split_member(key).0 == Some(Side::WebRtcRoom)).then_some(Duration::ZERO)
+}
+
 /// One protocol's view of its realm: a pass-through without cross-protocol rooms; with
 /// them, the mixed realm with this protocol's keys (see the module docs).
 pub struct RealmStore {

@@ -17,6 +17,7 @@ use super::Reach;
 use crate::cluster::link::Link;
 use crate::cluster::NodeId;
 use crate::store::redis::RedisStore;
+use crate::store::shared::ReapGrace;
 use crate::store::{OnDeparted, SharedRooms, Store};
 
 /// Opens realms' stores.
@@ -113,7 +114,10 @@ impl Stores {
         mixed.departed.register(side, on_departed);
         let store = mixed
             .store
-            .get_or_init(|| self.create(MIXED_REALM, mixed.departed.handler()))
+            .get_or_init(|| {
+                let reap: ReapGrace = Arc::new(super::mixed::reap_grace);
+                self.create_with(MIXED_REALM, mixed.departed.handler(), Some(reap))
+            })
             .clone();
         if let (Some(shared), Store::Shared(rooms)) = (&self.cluster, &*store) {
             shared.opened.lock().push(Opened {
@@ -152,6 +156,16 @@ impl Stores {
 
     /// A realm's store, not yet recorded among the opened ones.
     fn create(&self, realm: &'static str, on_departed: OnDeparted<Reach>) -> Arc<Store<Reach>> {
+        self.create_with(realm, on_departed, None)
+    }
+
+    /// A realm's store whose members' grace on node death may differ (`reap_grace`).
+    fn create_with(
+        &self,
+        realm: &'static str,
+        on_departed: OnDeparted<Reach>,
+        reap_grace: Option<ReapGrace>,
+    ) -> Arc<Store<Reach>> {
         let Some(shared) = &self.cluster else {
             return Arc::new(Store::in_memory(on_departed));
         };
@@ -162,6 +176,7 @@ impl Stores {
             shared.node.as_str(),
             ClusterLocator::new(realm, shared.link.clone()),
             on_departed,
+            reap_grace,
         );
         Arc::new(Store::Shared(rooms))
     }

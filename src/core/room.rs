@@ -791,6 +791,40 @@ mod tests {
     }
 
     #[test]
+    fn a_route_reports_the_targets_connector_of_its_link_to_the_sender() {
+        let f = Fixture::new();
+        let (a, b) = (ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 0).unwrap();
+        f.join("r", "b", b, 0).unwrap();
+        let connector = |from, to| {
+            f.rooms
+                .route(from, Target::Conn(to), None)
+                .unwrap()
+                .target_connector
+        };
+        assert_eq!(connector(a, b), None);
+        let note = LinkNote {
+            connector: "kb".into(),
+            stream: "user".into(),
+            max_links: 0,
+        };
+        f.rooms.route(b, Target::Member("a"), Some(note)).unwrap();
+        assert_eq!(
+            connector(a, b).as_deref(),
+            Some("kb"),
+            "b's link, recorded on a"
+        );
+        assert_eq!(connector(b, a), None, "nothing recorded on b");
+        assert_eq!(
+            &*f.rooms
+                .route(a, Target::Conn(b), None)
+                .unwrap()
+                .target_member,
+            "b"
+        );
+    }
+
+    #[test]
     fn state_is_released_when_everyone_leaves() {
         let f = Fixture::new();
         for i in 0..1000 {

@@ -80,6 +80,10 @@ pub struct JoinArgs<'a> {
     pub max_rooms: usize,
     /// Opaque fingerprint of who asks (see [`RebindResult::Live`]).
     pub source: &'a str,
+    /// How long (ms) this member is kept away when its node dies, instead of the grace the
+    /// node-death pass is given for the realm; `None`: that one. A realm whose members have
+    /// different graces (cross-protocol rooms) sets it per member.
+    pub reap_grace_ms: Option<u64>,
 }
 
 /// What a join decided. Every refusal changed nothing.
@@ -344,7 +348,8 @@ impl RedisStore {
             .arg(a.name.unwrap_or(""))
             .arg(a.capacity)
             .arg(a.max_rooms)
-            .arg(a.source);
+            .arg(a.source)
+            .arg(a.reap_grace_ms.map_or_else(String::new, |g| g.to_string()));
         let mut r = Reader::new(ACTION, self.call(&invocation, ACTION).await?)?;
         Ok(match r.text("outcome")?.as_str() {
             "joined" => JoinResult::Joined {

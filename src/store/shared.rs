@@ -62,6 +62,10 @@ struct View {
     asked: Option<Instant>,
 }
 
+/// How long a member (by key) stays away when its node dies, when that differs from the
+/// realm's grace (`None`: the realm's).
+pub type ReapGrace = Arc<dyn Fn(&str) -> Option<Duration> + Send + Sync>;
+
 /// One realm's rooms in Redis, as this node sees them.
 pub struct SharedRooms<H> {
     redis: RedisStore,
@@ -70,6 +74,7 @@ pub struct SharedRooms<H> {
     locator: Arc<dyn Locator<H>>,
     local: Mutex<HashMap<ConnId, Local<H>>>,
     on_departed: OnDeparted<H>,
+    reap_grace: Option<ReapGrace>,
     view: Mutex<View>,
     /// Whether the last call reached Redis, for readiness.
     reachable: AtomicBool,
@@ -86,6 +91,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         node: &str,
         locator: Arc<dyn Locator<H>>,
         on_departed: OnDeparted<H>,
+        reap_grace: Option<ReapGrace>,
     ) -> Arc<Self> {
         let rooms = Arc::new(Self {
             redis,
@@ -94,6 +100,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             locator,
             local: Mutex::default(),
             on_departed,
+            reap_grace,
             view: Mutex::default(),
             reachable: AtomicBool::new(true),
         });
@@ -197,6 +204,11 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             capacity: req.capacity,
             max_rooms: req.max_rooms,
             source: &source,
+            reap_grace_ms: self
+                .reap_grace
+                .as_ref()
+                .and_then(|f| f(&req.member))
+                .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
         };
         let result = timed("join", self.redis.join(&args)).await.map_err(|e| {
             self.failed("join", &e);
