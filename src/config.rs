@@ -920,6 +920,22 @@ fn check_engine(section: &str, e: &EngineConfig) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn cross_protocol_is_off_by_default_and_refuses_an_empty_pattern() {
+        let config = Config::default();
+        assert!(!config.cross_protocol.enabled);
+        assert!(config.cross_protocol.rooms.is_empty());
+        let config = Config {
+            cross_protocol: CrossProtocolConfig {
+                enabled: true,
+                rooms: vec!["mixed-*".into(), String::new()],
+            },
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("an empty pattern is refused");
+        assert!(err.to_string().contains("cross_protocol.rooms"), "{err}");
+    }
+
     fn load(file: Option<&str>, env: &[(&str, &str)], sets: &[&str]) -> Result<Config, String> {
         let dir = std::env::temp_dir().join(format!("gw-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
