@@ -203,7 +203,7 @@ describe('cross-protocol rooms on', () => {
     gw = await startTestGateway(['cross_protocol.enabled=true', 'cross_protocol.rooms=["mix*", "other"]']);
   });
   after(async () => {
-    assert.equal(await gw?.stop(), 0, 'the gateway stops cleanly');
+    if (gw) assert.equal(await gw.stop(), 0, 'the gateway stops cleanly');
   });
 
   for (const transports of [['websocket'], ['polling']]) {
@@ -277,7 +277,7 @@ describe('cross-protocol rooms with a room size limit', () => {
     gw = await startTestGateway(['cross_protocol.enabled=true', 'webrtcroom.max_room_size=2', 'chatroom.max_room_size=2']);
   });
   after(async () => {
-    assert.equal(await gw?.stop(), 0);
+    if (gw) assert.equal(await gw.stop(), 0, 'the gateway stops cleanly');
   });
 
   test('the limit counts the members of both protocols', async () => {
@@ -308,7 +308,7 @@ describe('cross-protocol rooms off (the default)', () => {
     gw = await startTestGateway([]);
   });
   after(async () => {
-    assert.equal(await gw?.stop(), 0);
+    if (gw) assert.equal(await gw.stop(), 0, 'the gateway stops cleanly');
   });
 
   test('the same room name is two rooms: nobody sees the other protocol', async () => {

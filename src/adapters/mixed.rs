@@ -346,17 +346,34 @@ impl RealmStore {
             },
             (other, _) => other,
         }?;
+        Ok(self.out_route(route))
+    }
+
+    /// Like [`RealmStore::route`], to whoever is bound to connection `target` (a socket id
+    /// from an earlier route's handle): one lookup where `route` may take two.
+    pub async fn route_to_conn(
+        &self,
+        conn: ConnId,
+        target: &str,
+        link: Option<LinkNote>,
+    ) -> Result<Route<Reach>, RouteError> {
+        let sid = Sid::from_str(target).map_err(|_| RouteError::UnknownTarget)?;
+        let route = self.store.route(conn, Target::Conn(sid), link).await?;
+        Ok(self.out_route(route))
+    }
+
+    fn out_route(&self, route: Route<Reach>) -> Route<Reach> {
         if self.mixed.is_none() {
-            return Ok(route);
+            return route;
         }
         let (_, sender) = strip(&route.sender);
         let (target_label, target_member) = strip(&route.target_member);
-        Ok(Route {
+        Route {
             sender,
             target_member,
             target_label,
             ..route
-        })
+        }
     }
 
     /// The connection `conn` dropped (see [`Store::disconnect`]).

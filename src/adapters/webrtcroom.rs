@@ -332,7 +332,7 @@ impl WebRtcRoom {
             "offer" | "answer" => {
                 let link = mixed::webrtcroom_link(&route.sender, self.gate.limits().max_links);
                 let to = route.target.id();
-                match self.rooms.route(socket.id, &to, Some(link)).await {
+                match self.rooms.route_to_conn(socket.id, &to, Some(link)).await {
                     Ok(r) => r,
                     Err(e) => {
                         stats::dropped(NAME, e.kind());
