@@ -918,8 +918,8 @@ impl Chatroom {
             .membership(socket.id)
             .map(|(room, _)| room)
             .unwrap_or_default();
+        // Counted once, as the refusal (`bad_input{kind="invalid"}`).
         translate(&room).map_err(|why| {
-            stats::dropped(NAME, why.kind());
             tracing::debug!(protocol = NAME, sid = %socket.id, to = %route.target_member, reason = why.kind(), "relay to a WebRtcRoom member dropped");
             refused("invalid", "the WebRtcRoom member needs an SDP text or a candidate line")
         })
