@@ -104,6 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 capacity: 4,
                 max_rooms: 0,
                 source: "bench",
+                reap_grace_ms: None,
             })
             .await;
     })

@@ -40,6 +40,24 @@ pub struct Config {
     /// Several nodes sharing every room through Redis (`[cluster]`; off while `redis_url`
     /// is empty).
     pub cluster: crate::cluster::ClusterConfig,
+    /// Rooms shared by the two protocols (`[cross_protocol]`; off by default).
+    pub cross_protocol: CrossProtocolConfig,
+}
+
+/// Cross-protocol ("mixed") rooms: a WebRtcRoom app and a chatroom client in one call.
+///
+/// Off by default, so that each protocol keeps rooms of its own, as the original servers
+/// did. When on, a room name means one room for both protocols, for every room or only those
+/// whose name matches one of `rooms`; the adapters translate between the two protocols
+/// (`src/adapters/mixed.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrossProtocolConfig {
+    /// Whether rooms may be shared by the two protocols.
+    pub enabled: bool,
+    /// Glob patterns (`*` any run of characters, `?` one character) of the room names that
+    /// are shared; empty: every room.
+    pub rooms: Vec<String>,
 }
 
 impl Default for Config {
@@ -53,6 +71,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             turn: TurnConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
+            cross_protocol: CrossProtocolConfig::default(),
         }
     }
 }
@@ -616,6 +635,12 @@ impl Config {
         if let Err((key, message)) = self.cluster.check(&listeners) {
             return Err(ConfigError::invalid(key, message));
         }
+        if self.cross_protocol.rooms.iter().any(|r| r.is_empty()) {
+            return Err(ConfigError::invalid(
+                "cross_protocol.rooms",
+                "an empty pattern matches no room name; remove it (an empty list means every room)",
+            ));
+        }
         check_log_level("log.level", &self.log.level)
     }
 
@@ -894,6 +919,22 @@ fn check_engine(section: &str, e: &EngineConfig) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_protocol_is_off_by_default_and_refuses_an_empty_pattern() {
+        let config = Config::default();
+        assert!(!config.cross_protocol.enabled);
+        assert!(config.cross_protocol.rooms.is_empty());
+        let config = Config {
+            cross_protocol: CrossProtocolConfig {
+                enabled: true,
+                rooms: vec!["mixed-*".into(), String::new()],
+            },
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("an empty pattern is refused");
+        assert!(err.to_string().contains("cross_protocol.rooms"), "{err}");
+    }
 
     fn load(file: Option<&str>, env: &[(&str, &str)], sets: &[&str]) -> Result<Config, String> {
         let dir = std::env::temp_dir().join(format!("gw-config-{}", uuid::Uuid::new_v4()));

@@ -17,6 +17,7 @@ use crate::access::origin::OriginGuard;
 use crate::access::{tokens_for, turn};
 use crate::adapters::chatroom::Chatroom;
 use crate::adapters::deliver::Inlets;
+use crate::adapters::mixed::CrossProtocol;
 use crate::adapters::webrtcroom::WebRtcRoom;
 use crate::adapters::{Bound, Reach, Realm, Stores};
 use crate::admin::{self, AdminState};
@@ -46,7 +47,8 @@ pub async fn run(
             node.link.clone(),
         ),
         None => Stores::in_memory(),
-    };
+    }
+    .with_cross_protocol(CrossProtocol::from_config(&config.cross_protocol));
 
     let mut realms: Vec<Arc<dyn Realm>> = Vec::new();
     let mut listeners: Vec<Planned> = Vec::new();
@@ -266,12 +268,20 @@ async fn run_cluster(
     let mut realms = Vec::new();
     let mut by_name: HashMap<&'static str, Arc<SharedRooms<Reach>>> = HashMap::new();
     for o in &opened {
-        inlets.add(o.rooms.clone(), o.events);
-        realms.push(supervisor::Realm {
-            name: o.rooms.realm(),
-            store: o.redis.clone(),
-            grace: o.grace,
-        });
+        inlets.add(o.protocol, o.rooms.clone(), o.events);
+        // A realm both protocols share (cross-protocol rooms) is supervised once, with the
+        // longer grace: its chatroom members may come back, and its expiry must run.
+        match realms
+            .iter_mut()
+            .find(|r: &&mut supervisor::Realm| r.name == o.rooms.realm())
+        {
+            Some(r) => r.grace = r.grace.max(o.grace),
+            None => realms.push(supervisor::Realm {
+                name: o.rooms.realm(),
+                store: o.redis.clone(),
+                grace: o.grace,
+            }),
+        }
         by_name.insert(o.rooms.realm(), o.rooms.clone());
     }
     let (mut inbox, mut events) = node.run(realms).await?;

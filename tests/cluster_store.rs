@@ -123,6 +123,7 @@ fn args<'a>(member: &'a str, room: &'a str, at: &'a Address) -> JoinArgs<'a> {
         capacity: 0,
         max_rooms: 0,
         source: "s",
+        reap_grace_ms: None,
     }
 }
 
@@ -469,7 +470,9 @@ async fn routes_only_between_live_members_of_one_room() {
         RouteResult::Routed {
             sender: "a".into(),
             target: at("B", "b"),
-            room: "r".into()
+            room: "r".into(),
+            target_member: "b".into(),
+            target_connector: None,
         }
     );
     assert_eq!(
@@ -477,7 +480,9 @@ async fn routes_only_between_live_members_of_one_room() {
         RouteResult::Routed {
             sender: "b".into(),
             target: at("A", "a"),
-            room: "r".into()
+            room: "r".into(),
+            target_member: "a".into(),
+            target_connector: None,
         }
     );
     assert_eq!(
@@ -518,7 +523,9 @@ async fn routes_only_between_live_members_of_one_room() {
         RouteResult::Routed {
             sender: "a".into(),
             target: at("B", "d2"),
-            room: "r".into()
+            room: "r".into(),
+            target_member: "d".into(),
+            target_connector: None,
         }
     );
     assert_eq!(
@@ -662,7 +669,9 @@ async fn a_removal_drops_live_peers_links_to_it_but_away_peers_learn_on_return()
             unlinked,
             linked: l,
             gone,
+            last_conn,
         } => {
+            assert_eq!(last_conn, "ub", "how its peers knew it");
             assert_eq!(room, "y");
             assert_eq!(previous, None, "it was away");
             assert_eq!(unlinked, vec![live("uc", "A")]);
@@ -720,6 +729,7 @@ async fn rebind_checks_room_name_connection_and_who_holds_a_live_member() {
             .join(&JoinArgs {
                 name: Some(m),
                 source: "phone",
+                reap_grace_ms: None,
                 ..args(m, "y", address)
             })
             .await
@@ -1062,6 +1072,7 @@ async fn redis_restarted_empty_gets_the_membership_back() {
             .join(&JoinArgs {
                 name: Some(&name),
                 source: "src",
+                reap_grace_ms: None,
                 ..args(&member, room, &address)
             })
             .await
@@ -1383,4 +1394,59 @@ async fn survivors_report_a_killed_nodes_departures_once_and_a_stopped_one_at_on
     );
     let lobby = b_chat.snapshot().await.expect("snapshot");
     assert!(lobby[0].members[0].member == "cb" && lobby[0].members[0].away);
+}
+
+/// Cross-protocol rooms: a relay reports the target's connector of its own link to the
+/// sender (how a chatroom client knows a link a WebRtcRoom sender cannot name).
+#[tokio::test]
+async fn a_route_reports_the_targets_connector_of_its_link_to_the_sender() {
+    let redis = Redis::start().await;
+    let [a, b] = two_nodes(&redis, "mixed").await;
+    join(&a, "w", "r", "A").await;
+    join(&b, "c", "r", "B").await;
+    let target_connector = |r: RouteResult| match r {
+        RouteResult::Routed {
+            target_connector, ..
+        } => target_connector,
+        other => panic!("{other:?}"),
+    };
+    let w_to_c = || a.route("w", RouteTarget::Conn("c"), None);
+    assert_eq!(target_connector(w_to_c().await.expect("route")), None);
+    // c offers to w with its connector "kc": recorded on w.
+    b.route("c", RouteTarget::Member("w"), Some(&link("kc", "user", 0)))
+        .await
+        .expect("route");
+    assert_eq!(
+        target_connector(w_to_c().await.expect("route")),
+        Some("kc".into())
+    );
+    // The other way nothing was recorded on c.
+    let c_to_w = b.route("c", RouteTarget::Member("w"), None).await;
+    assert_eq!(target_connector(c_to_w.expect("route")), None);
+}
+
+/// A realm shared by two protocols: a member that joined with a grace of its own (0) leaves
+/// at once when its node dies, the others get the realm's grace.
+#[tokio::test]
+async fn a_member_with_its_own_reap_grace_leaves_a_dead_node_at_once() {
+    let redis = Redis::start().await;
+    let [a, b] = two_nodes(&redis, "mixed").await;
+    let address = at("A", "w");
+    a.join(&JoinArgs {
+        reap_grace_ms: Some(0),
+        ..args("w", "r", &address)
+    })
+    .await
+    .expect("join");
+    join(&a, "c", "r", "A").await;
+    join(&b, "d", "r", "B").await;
+    let reaped = b.reap("A", now_ms(), 60_000).await.expect("reap");
+    assert_eq!(reaped.len(), 2, "{reaped:?}");
+    assert!(reaped
+        .iter()
+        .any(|r| matches!(r, Reaped::Left(g) if g.member == "w")));
+    assert!(reaped
+        .iter()
+        .any(|r| matches!(r, Reaped::Away { member, .. } if member == "c")));
+    assert_eq!(members(&b, "r").await, ["c", "d"]);
 }

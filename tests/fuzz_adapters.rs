@@ -20,9 +20,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use signal_gateway::adapters::chatroom::Chatroom;
+use signal_gateway::adapters::mixed::CrossProtocol;
 use signal_gateway::adapters::webrtcroom::WebRtcRoom;
 use signal_gateway::adapters::Stores;
-use signal_gateway::config::{Limits, ProtocolConfig};
+use signal_gateway::config::{CrossProtocolConfig, Limits, ProtocolConfig};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc::{Receiver, Sender};
 
@@ -63,13 +64,19 @@ struct Client {
     tx: Sender<Packet>,
     rx: Receiver<Packet>,
     id: String,
+    /// Its packets' namespace prefix (`/ns,`; empty on `/`).
+    ns: String,
     /// What this client sent since the last sentinel (reported when a check fails).
     sent: std::sync::Mutex<Vec<String>>,
 }
 
 impl Client {
     async fn connect(io: &SocketIo) -> Client {
-        let (tx, mut rx) = io.new_dummy_sock("/", ()).await;
+        Self::connect_to(io, "/").await
+    }
+
+    async fn connect_to(io: &SocketIo, namespace: &'static str) -> Client {
+        let (tx, mut rx) = io.new_dummy_sock(namespace, ()).await;
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("connect packet in time")
@@ -77,12 +84,19 @@ impl Client {
         let Packet::Message(text) = first else {
             panic!("unexpected first packet {first:?}")
         };
-        let open: Value = serde_json::from_str(&text[1..]).expect("connect payload is JSON");
+        // `0{...}` on `/`, `0/ns,{...}` on another namespace.
+        let body = text.find('{').map_or("", |i| &text[i..]);
+        let open: Value = serde_json::from_str(body).expect("connect payload is JSON");
         let id = open["sid"].as_str().expect("sid").to_owned();
         Client {
             tx,
             rx,
             id,
+            ns: if namespace == "/" {
+                String::new()
+            } else {
+                format!("{namespace},")
+            },
             sent: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -92,7 +106,7 @@ impl Client {
             sent.push(array.chars().take(300).collect());
         }
         self.tx
-            .send(Packet::Message(format!("2{array}").into()))
+            .send(Packet::Message(format!("2{}{array}", self.ns).into()))
             .await
             .expect("client channel open");
     }
@@ -122,7 +136,10 @@ impl Client {
             let Packet::Message(text) = packet else {
                 continue;
             };
-            let Some(body) = text.strip_prefix('2') else {
+            let Some(body) = text
+                .strip_prefix('2')
+                .and_then(|b| b.strip_prefix(self.ns.as_str()))
+            else {
                 continue;
             };
             let Ok(Value::Array(mut parts)) = serde_json::from_str::<Value>(body) else {
@@ -566,4 +583,230 @@ async fn chatroom_survives_arbitrary_payloads() {
     let _ = b
         .until(|n, p| n == "offer" && p["memberId"] == json!(a.id), None)
         .await;
+}
+
+/// Both adapters on one Socket.IO instance (WebRtcRoom on `/w`, chatroom on `/c`) with
+/// cross-protocol rooms on: a mixed room's members of the two protocols fuzz each other.
+fn mixed_io() -> SocketIo {
+    let (_svc, io) = SocketIo::builder().max_buffer_size(100_000).build_svc();
+    let stores =
+        Stores::in_memory().with_cross_protocol(CrossProtocol::from_config(&CrossProtocolConfig {
+            enabled: true,
+            rooms: vec!["mix*".into()],
+        }));
+    let mut w = ProtocolConfig::webrtcroom();
+    w.namespace = "/w".into();
+    let mut c = ProtocolConfig::chatroom();
+    c.namespace = "/c".into();
+    WebRtcRoom::bind(&io, &w, limits(), &stores);
+    let _bound = Chatroom::bind(&io, &c, limits(), &stores);
+    io
+}
+
+/// A chatroom member X fuzzes a mixed room whose other member Y speaks WebRtcRoom: whatever
+/// X sends, Y gets only well-formed WebRtcRoom events that name X, and nothing reaches the
+/// room "other" (a WebRtcRoom member Z there, in a room that is not shared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_room_chatroom_sender_never_reaches_past_its_room() {
+    count_panics();
+    let seed = seed();
+    println!("FUZZ_SEED={seed}");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let io = mixed_io();
+    let mut x = Client::connect_to(&io, "/c").await;
+    x.discard_incoming();
+    let mut y = Client::connect_to(&io, "/w").await;
+    let mut z = Client::connect_to(&io, "/w").await;
+    y.emit("createAndJoinRoom", &json!({ "room": "mix" })).await;
+    z.emit("createAndJoinRoom", &json!({ "room": "other" }))
+        .await;
+    let join = json!({ "id": "ux", "username": "x", "roomname": "mix" });
+    x.emit("join", &join).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = (y.pending(), z.pending());
+    let pool: Vec<String> = [
+        &x.id,
+        &y.id,
+        &z.id,
+        "ux",
+        "mix",
+        "other",
+        "",
+        "__proto__",
+        "user",
+        "display",
+        "webrtcroom:",
+        "offer",
+        "answer",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let keys = [
+        "id",
+        "username",
+        "roomname",
+        "connectorId",
+        "remoteConnectorId",
+        "memberId",
+        "offer",
+        "answer",
+        "candidate",
+        "sdp",
+        "type",
+        "streamType",
+        "sdpMid",
+        "sdpMLineIndex",
+    ];
+    let events = [
+        "join",
+        "offer",
+        "answer",
+        "icecandidate",
+        "leave",
+        "reconnect",
+        "reconnectWork",
+    ];
+    let (xt, yt) = (x.id.clone(), y.id.clone());
+    let template = move |event: &str| match event {
+        "join" | "reconnect" => json!({ "id": "ux", "username": "x", "roomname": "mix" }),
+        "offer" => {
+            json!({ "connectorId": "k", "memberId": yt, "offer": { "type": "offer", "sdp": "v=0" }, "streamType": "user" })
+        }
+        "answer" => {
+            json!({ "remoteConnectorId": "webrtcroom:y", "connectorId": "k", "memberId": yt, "answer": { "type": "answer", "sdp": "v=0" }, "streamType": "user" })
+        }
+        "icecandidate" => {
+            json!({ "remoteConnectorId": "webrtcroom:y", "memberId": yt, "candidate": { "candidate": "candidate:1", "sdpMid": "0", "sdpMLineIndex": 0 } })
+        }
+        "leave" => json!([{ "remoteConnectorId": "webrtcroom:y", "memberId": yt }]),
+        _ => json!({ "type": "offer", "data": {}, "connectorId": "k", "memberId": yt }),
+    };
+    fuzz(
+        cases(),
+        &mut rng,
+        &x,
+        &mut y,
+        &mut z,
+        &events,
+        &pool,
+        &keys,
+        template,
+        |_| ("join".into(), json!({ "id": "ux", "username": "x", "roomname": "mix" })),
+        |_, y, b| {
+            let c = json!({ "remoteConnectorId": "webrtcroom:y", "memberId": y.id, "candidate": { "candidate": format!("sentinel-{b}"), "sdpMid": "0", "sdpMLineIndex": 0 } });
+            ("icecandidate".into(), c)
+        },
+        |name, p, b| name == "candidate" && p["candidate"]["sdp"] == json!(format!("sentinel-{b}")),
+        |name, p| match name {
+            "offer" | "answer" | "candidate" => {
+                assert_eq!(p["from"], json!(xt), "{name} names someone else: {p}");
+                assert!(p["sdp"].is_string() || p["candidate"]["sdp"].is_string(), "{name} without its text: {p}");
+            }
+            "exit" => assert_eq!(p["from"], json!(xt), "exit names someone else: {p}"),
+            "joined" => assert_eq!(p["id"], json!(xt), "joined names someone else: {p}"),
+            other => panic!("unexpected event {other} at a WebRtcRoom peer: {p}"),
+        },
+    )
+    .await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
+}
+
+/// A WebRtcRoom member X fuzzes a mixed room whose other member Y is a chatroom client: Y
+/// gets only chatroom events from X, naming X, and nothing reaches the room "other".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_room_webrtcroom_sender_never_reaches_past_its_room() {
+    count_panics();
+    let seed = seed();
+    println!("FUZZ_SEED={seed}");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let io = mixed_io();
+    let mut x = Client::connect_to(&io, "/w").await;
+    x.discard_incoming();
+    let mut y = Client::connect_to(&io, "/c").await;
+    let mut z = Client::connect_to(&io, "/c").await;
+    y.emit(
+        "join",
+        &json!({ "id": "uy", "username": "y", "roomname": "mix" }),
+    )
+    .await;
+    z.emit(
+        "join",
+        &json!({ "id": "uz", "username": "z", "roomname": "other" }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    x.emit("createAndJoinRoom", &json!({ "room": "mix" })).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = (y.pending(), z.pending());
+    // Y links to X (so that X's answers and candidates have a connector to go to).
+    let (xt, yt) = (x.id.clone(), y.id.clone());
+    y.emit("offer", &json!({ "connectorId": "ky", "memberId": xt, "offer": { "type": "offer", "sdp": "v=0" }, "streamType": "user" })).await;
+    let pool: Vec<String> = [
+        &x.id,
+        &y.id,
+        &z.id,
+        "uy",
+        "mix",
+        "other",
+        "",
+        "__proto__",
+        "/w#",
+        "exit",
+        "candidate",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let keys = [
+        "from",
+        "to",
+        "room",
+        "sdp",
+        "candidate",
+        "sdpMid",
+        "sdpMLineIndex",
+        "id",
+    ];
+    let events = ["createAndJoinRoom", "offer", "answer", "candidate", "exit"];
+    let template = move |event: &str| match event {
+        "createAndJoinRoom" => json!({ "room": "mix" }),
+        "exit" => json!({ "from": xt, "room": "mix" }),
+        "candidate" => {
+            json!({ "from": xt, "to": yt, "room": "mix", "candidate": { "sdpMid": "0", "sdpMLineIndex": 0, "sdp": "candidate:1" } })
+        }
+        _ => json!({ "from": xt, "to": yt, "room": "mix", "sdp": "v=0" }),
+    };
+    let x_id = x.id.clone();
+    fuzz(
+        cases(),
+        &mut rng,
+        &x,
+        &mut y,
+        &mut z,
+        &events,
+        &pool,
+        &keys,
+        template,
+        |_| ("createAndJoinRoom".into(), json!({ "room": "mix" })),
+        |x, y, b| {
+            let offer =
+                json!({ "from": x.id, "to": y.id, "room": "mix", "sdp": format!("sentinel-{b}") });
+            ("offer".into(), offer)
+        },
+        |name, p, b| name == "offer" && p["offer"]["sdp"] == json!(format!("sentinel-{b}")),
+        |name, p| match name {
+            "offer" | "answer" | "leave" => {
+                assert_eq!(p["memberId"], json!(x_id), "{name} names someone else: {p}")
+            }
+            "icecandidate" => assert_eq!(
+                p["connectorId"],
+                json!("ky"),
+                "candidate for another connector: {p}"
+            ),
+            other => panic!("unexpected event {other} at a chatroom peer: {p}"),
+        },
+    )
+    .await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
 }

@@ -15,7 +15,6 @@
 //! refused input is answered with `error {type, message}` and changes nothing.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -26,21 +25,21 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
-use socketioxide::socket::{DisconnectReason, Sid};
+use socketioxide::socket::DisconnectReason;
 use socketioxide::SocketIo;
 
 use crate::access::{self, Tokens};
+use crate::adapters::mixed::{self, RealmStore, Side};
 use crate::adapters::{
     deliver, Bound, EventFrame, Gate, LimitHit, Protocol, Reach, SocketRealm, Stores,
 };
 use crate::config::{Limits, ProtocolConfig};
 use crate::core::{
-    Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, RouteError,
-    Target,
+    Departure, Disconnected, Join, JoinOutcome, LinkNote, Rebind, RebindError, Refusal, Route,
+    RouteError,
 };
 use crate::endpoints::source::Source;
 use crate::stats;
-use crate::store::Store;
 
 const NAME: &str = "chatroom";
 
@@ -49,7 +48,7 @@ const REPEAT_MESSAGE: &str = "此房间该用户名已存在";
 
 /// The adapter: its realm of rooms and its settings.
 pub struct Chatroom {
-    rooms: Arc<Store<Reach>>,
+    rooms: Arc<RealmStore>,
     grace: Duration,
     max_room_size: usize,
     gate: Gate,
@@ -76,9 +75,14 @@ const STILL_CONNECTED: &str = "this id is connected from another address";
 impl Chatroom {
     /// Binds the protocol to `config.namespace` of `io`; returns its HTTP routes.
     pub fn bind(io: &SocketIo, config: &ProtocolConfig, limits: Limits, stores: &Stores) -> Bound {
-        let rooms = stores.open(NAME, config.grace(), LABELS.sent, Arc::new(expiry_notice));
+        let rooms = stores.open_view(
+            Side::Chatroom,
+            config.grace(),
+            LABELS.sent,
+            Arc::new(expiry_notice),
+        );
         let adapter = Arc::new_cyclic(|me| Self {
-            rooms,
+            rooms: Arc::new(rooms),
             grace: config.grace(),
             max_room_size: config.max_room_size,
             gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
@@ -454,17 +458,33 @@ enum Wait {
 fn expiry_notice(d: Departure<Reach>) {
     stats::left(NAME);
     tracing::info!(protocol = NAME, room = %d.room, member = %d.member, "member removed");
-    tell_linked_peers(&d);
+    tell_linked_peers(&d, "");
 }
 
-fn tell_linked_peers(d: &Departure<Reach>) {
+/// Tells a departed member's peers: each connected chatroom peer linked to it gets `leave`;
+/// in a mixed room each connected WebRtcRoom member gets `exit {from, room: w_room}`, as
+/// WebRtcRoom tells every member of the room.
+fn tell_linked_peers(d: &Departure<Reach>, w_room: &str) {
     let gone = &*d.last_conn;
     for peer in &d.linked {
+        if peer.label == Side::WebRtcRoom.label() {
+            continue;
+        }
         let leave = LeaveOut {
             connector_id: Some(&*peer.connector),
             member_id: gone,
         };
         deliver(NAME, &peer.handle, "leave", &leave);
+    }
+    tell_webrtcroom_members(d, w_room);
+}
+
+/// The WebRtcRoom members of a mixed room hear of a chatroom member's departure as `exit`.
+fn tell_webrtcroom_members(d: &Departure<Reach>, w_room: &str) {
+    for peer in &d.remaining {
+        if let (Some(handle), true) = (&peer.handle, peer.label == Side::WebRtcRoom.label()) {
+            mixed::exit_to_webrtcroom(handle, &d.last_conn, w_room);
+        }
     }
 }
 
@@ -532,7 +552,7 @@ impl Chatroom {
         if let Some(left) = &joined.left {
             stats::left(NAME);
             tracing::info!(protocol = NAME, sid = %socket.id, room = %left.room, "left room to join another");
-            tell_linked_peers(left);
+            tell_linked_peers(left, &left.room);
         }
         stats::joined(NAME);
         tracing::info!(protocol = NAME, sid = %socket.id, room = %req.roomname, username = %req.username, members = joined.existing.len() + 1, "joined");
@@ -540,7 +560,19 @@ impl Chatroom {
         let notice = GetOffer { member_id: &me };
         for peer in &joined.existing {
             if let Some(handle) = &peer.handle {
-                deliver(NAME, handle, "getOffer", &notice);
+                if self.rooms.foreign(peer.label) {
+                    // A WebRtcRoom member (mixed room) waits for the newcomer's offer.
+                    mixed::joined_to_webrtcroom(handle, &me, &req.roomname);
+                } else {
+                    deliver(NAME, handle, "getOffer", &notice);
+                }
+            }
+        }
+        // The newcomer offers to each WebRtcRoom member, which cannot offer to it.
+        let own = Reach::Local(socket.clone());
+        for peer in &joined.existing {
+            if let (Some(_), true) = (&peer.handle, self.rooms.foreign(peer.label)) {
+                mixed::get_offer_to_chatroom(&own, &peer.member);
             }
         }
         Ok(())
@@ -548,12 +580,27 @@ impl Chatroom {
 
     async fn offer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: OfferReq = parse(frame, "offer")?;
-        let link = self.link_note(
-            &req.connector_id,
-            req.stream_type.clone().flatten().as_deref(),
-        )?;
-        let target = self.route(socket, &req.member_id, Some(link)).await?;
+        let stream = req.stream_type.clone().flatten();
+        let link = self.link_note(&req.connector_id, stream.as_deref())?;
+        if self.rooms.mixed() && stream.as_deref() == Some("display") {
+            // Checked before the link is recorded: a refused screen leaves no trace.
+            let target = self.route_to(socket, &req.member_id, None).await?;
+            if self.rooms.foreign(target.target_label) {
+                return Err(refused_by(
+                    "unsupported",
+                    "mixed_display",
+                    "a WebRtcRoom member cannot receive a shared screen",
+                ));
+            }
+        }
+        let route = self.route_to(socket, &req.member_id, Some(link)).await?;
         let me = socket.id.to_string();
+        if self.rooms.foreign(route.target_label) {
+            return self.to_webrtcroom(socket, &route, |room| {
+                mixed::chatroom_sdp_to_webrtcroom("offer", req.offer, &me, room, &route)
+            });
+        }
+        let target = route.target;
         let out = OfferOut {
             remote_connector_id: &req.connector_id,
             offer: req.offer,
@@ -567,8 +614,14 @@ impl Chatroom {
     async fn answer(&self, socket: &SocketRef, frame: &EventFrame<'_>) -> Result<(), Refused> {
         let req: AnswerReq = parse(frame, "answer")?;
         let link = self.link_note(&req.connector_id, req.stream_type.as_deref())?;
-        let target = self.route(socket, &req.member_id, Some(link)).await?;
+        let route = self.route_to(socket, &req.member_id, Some(link)).await?;
         let me = socket.id.to_string();
+        if self.rooms.foreign(route.target_label) {
+            return self.to_webrtcroom(socket, &route, |room| {
+                mixed::chatroom_sdp_to_webrtcroom("answer", req.answer, &me, room, &route)
+            });
+        }
+        let target = route.target;
         let out = AnswerOut {
             remote_connector_id: &req.connector_id,
             connector_id: req.remote_connector_id,
@@ -585,7 +638,14 @@ impl Chatroom {
         frame: &EventFrame<'_>,
     ) -> Result<(), Refused> {
         let req: IceReq = parse(frame, "icecandidate")?;
-        let target = self.route(socket, &req.member_id, None).await?;
+        let route = self.route_to(socket, &req.member_id, None).await?;
+        if self.rooms.foreign(route.target_label) {
+            let me = socket.id.to_string();
+            return self.to_webrtcroom(socket, &route, |room| {
+                mixed::chatroom_candidate_to_webrtcroom(req.candidate, &me, room, &route)
+            });
+        }
+        let target = route.target;
         let out = IceOut {
             connector_id: req.remote_connector_id,
             candidate: req.candidate,
@@ -615,14 +675,17 @@ impl Chatroom {
                 stats::bad_input(NAME, "invalid_leave_entry");
                 continue;
             };
-            match self.route(socket, &e.member_id, None).await {
-                Ok(handle) => told.push((handle, e.remote_connector_id)),
+            match self.route_to(socket, &e.member_id, None).await {
+                // A WebRtcRoom member (mixed room) hears of it as `exit`, below.
+                Ok(r) if self.rooms.foreign(r.target_label) => continue,
+                Ok(r) => told.push((r.target, e.remote_connector_id)),
                 Err(_) => continue,
             }
         }
         if let Some(d) = self.rooms.leave(socket.id).await {
             stats::left(NAME);
             tracing::info!(protocol = NAME, sid = %socket.id, room = %d.room, "left");
+            tell_webrtcroom_members(&d, &d.room);
         }
         let me = socket.id.to_string();
         for (handle, connector) in told {
@@ -710,11 +773,12 @@ impl Chatroom {
         let me = socket.id.to_string();
         let notice = GetOffer { member_id: &me };
         for peer in &r.unlinked {
-            if let Some(handle) = &peer.handle {
+            if let (Some(handle), false) = (&peer.handle, self.rooms.foreign(peer.label)) {
                 deliver(NAME, handle, "getOffer", &notice);
             }
         }
-        for peer in &r.linked {
+        self.reconnect_webrtcroom_peers(socket, &r);
+        for peer in r.linked.iter().filter(|p| !self.rooms.foreign(p.label)) {
             // Exactly as the original: no memberId. The real client answers with a
             // `reconnectWork` that copies it; with one, that renegotiation would reach the
             // returning member carrying the sender's connector id, which that client looks up
@@ -802,7 +866,15 @@ impl Chatroom {
             stats::dropped(NAME, "no_target");
             return Ok(());
         };
-        let target = self.route(socket, &member_id, None).await?;
+        let route = self.route_to(socket, &member_id, None).await?;
+        if self.rooms.foreign(route.target_label) {
+            return Err(refused_by(
+                "unsupported",
+                "mixed_renegotiation",
+                "a WebRtcRoom member cannot renegotiate",
+            ));
+        }
+        let target = route.target;
         let out = ReconnectWorkOut {
             kind: req.kind,
             data: req.data,
@@ -813,19 +885,16 @@ impl Chatroom {
         Ok(())
     }
 
-    /// The connection of member socket `member_id`, if the sender may reach it.
-    async fn route(
+    /// How to reach member socket `member_id`, if the sender may (in a mixed room, a
+    /// WebRtcRoom member by its id).
+    async fn route_to(
         &self,
         socket: &SocketRef,
         member_id: &str,
         link: Option<LinkNote>,
-    ) -> Result<Reach, Refused> {
-        let target = Sid::from_str(member_id).ok();
-        let result = match target {
-            Some(sid) => self.rooms.route(socket.id, Target::Conn(sid), link).await,
-            None => Err(RouteError::UnknownTarget),
-        };
-        result.map(|r| r.target).map_err(|e| {
+    ) -> Result<Route<Reach>, Refused> {
+        let result = self.rooms.route(socket.id, member_id, link).await;
+        result.map_err(|e| {
             stats::dropped(NAME, e.kind());
             match e {
                 RouteError::NotJoined => refused("not_joined", "join a room first"),
@@ -834,6 +903,64 @@ impl Chatroom {
                 _ => refused("unknown_member", format!("{member_id} is not in your room")),
             }
         })
+    }
+
+    /// Delivers a relay to a WebRtcRoom member of a mixed room with `translate`, which gets
+    /// the sender's room name (WebRtcRoom messages carry it).
+    fn to_webrtcroom(
+        &self,
+        socket: &SocketRef,
+        route: &Route<Reach>,
+        translate: impl FnOnce(&str) -> Result<(), mixed::Untranslatable>,
+    ) -> Result<(), Refused> {
+        let room = self
+            .rooms
+            .membership(socket.id)
+            .map(|(room, _)| room)
+            .unwrap_or_default();
+        // Counted once, as the refusal (`bad_input{kind="invalid"}`).
+        translate(&room).map_err(|why| {
+            tracing::debug!(protocol = NAME, sid = %socket.id, to = %route.target_member, reason = why.kind(), "relay to a WebRtcRoom member dropped");
+            refused("invalid", "the WebRtcRoom member needs an SDP text or a candidate line")
+        })
+    }
+
+    /// A chatroom member came back on a new socket: the WebRtcRoom members of its (mixed)
+    /// room knew it by its old socket id, and cannot renegotiate. Each such pair starts
+    /// over: the WebRtcRoom member hears `exit` for the old id and `joined` for the new one,
+    /// the chatroom client drops its old connector to that member (if it had one) and is
+    /// asked to offer again.
+    fn reconnect_webrtcroom_peers(&self, socket: &SocketRef, r: &crate::core::Rebound<Reach>) {
+        if !self.rooms.mixed() {
+            return;
+        }
+        let me = socket.id.to_string();
+        let own = Reach::Local(socket.clone());
+        let linked = r
+            .linked
+            .iter()
+            .filter(|p| self.rooms.foreign(p.label))
+            .map(|p| (&p.member, &p.handle, true));
+        let unlinked = r
+            .unlinked
+            .iter()
+            .filter(|p| self.rooms.foreign(p.label))
+            .filter_map(|p| Some((&p.member, p.handle.as_ref()?, false)));
+        for (member, handle, known) in linked.chain(unlinked) {
+            if *r.last_conn != *me {
+                mixed::exit_to_webrtcroom(handle, &r.last_conn, "");
+            }
+            mixed::joined_to_webrtcroom(handle, &me, &r.room);
+            if known {
+                let out = ReconnectOut {
+                    kind: "leave",
+                    connector_id: None,
+                    member_id: Some(member),
+                };
+                send(socket, "reconnect", &out);
+            }
+            mixed::get_offer_to_chatroom(&own, member);
+        }
     }
 
     /// The link an offer or answer records on its target: the sender's connector, by stream

@@ -245,9 +245,16 @@ struct Inlet {
 }
 
 impl Inlets {
-    /// Adds a realm whose events are `events`.
-    pub fn add(&mut self, rooms: Arc<SharedRooms<Reach>>, events: &'static [&'static str]) {
-        self.realms.insert(rooms.realm(), Inlet { rooms, events });
+    /// Adds protocol `protocol`'s realm, whose events are `events`. Messages name the
+    /// protocol of their receiver: with cross-protocol rooms both protocols' entries lead to
+    /// the one realm they share.
+    pub fn add(
+        &mut self,
+        protocol: &'static str,
+        rooms: Arc<SharedRooms<Reach>>,
+        events: &'static [&'static str],
+    ) {
+        self.realms.insert(protocol, Inlet { rooms, events });
     }
 
     /// Delivers one message from another node.
@@ -267,7 +274,10 @@ impl Inlets {
                     stats::cluster_bad_message();
                     return;
                 };
-                let realm = inlet.rooms.realm();
+                let Some((&realm, _)) = self.realms.get_key_value(&*realm) else {
+                    stats::cluster_bad_message();
+                    return;
+                };
                 let Some(event) = inlet.events.iter().find(|e| **e == &*event) else {
                     stats::cluster_bad_message();
                     return;
@@ -287,7 +297,8 @@ impl Inlets {
                 }
             }
             Message::Detach { realm, conn } => {
-                if let Some(inlet) = self.realms.get(&*realm) {
+                // Named by the realm (shared by both protocols' entries, or one's own).
+                if let Some(inlet) = self.realms.values().find(|i| i.rooms.realm() == &*realm) {
                     inlet.rooms.detached(&conn);
                     if let Ok(sid) = Sid::from_str(&conn) {
                         tracing::debug!(realm = %realm, %sid, "connection's member moved to another node");

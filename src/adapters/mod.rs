@@ -11,6 +11,7 @@ pub mod chatroom;
 pub mod deliver;
 mod guard;
 mod inbound;
+pub mod mixed;
 mod quiet;
 pub mod stores;
 mod transport;
@@ -198,6 +199,8 @@ pub const SHARED_LABELS: stats::Known = stats::Known {
         "cluster_queue_full",
         "cluster_stopped",
         "not_in_stamped_room",
+        "mixed_no_connector",
+        "mixed_incomplete",
     ],
     refused: &[
         "max_connections",
@@ -222,6 +225,8 @@ pub const SHARED_LABELS: stats::Known = stats::Known {
         "max_rooms",
         "store_unavailable",
         "inbound_queue_full",
+        "mixed_display",
+        "mixed_renegotiation",
     ],
     bad_input: &["binary", "malformed_frame", "internal_error"],
 };

@@ -6,21 +6,36 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 
 use super::deliver::ClusterLocator;
+use super::mixed::{CrossProtocol, Departed, RealmStore, Side};
 use super::Reach;
 use crate::cluster::link::Link;
 use crate::cluster::NodeId;
 use crate::store::redis::RedisStore;
+use crate::store::shared::ReapGrace;
 use crate::store::{OnDeparted, SharedRooms, Store};
 
 /// Opens realms' stores.
 #[derive(Clone, Default)]
 pub struct Stores {
     cluster: Option<Arc<Shared>>,
+    mixed: Option<Arc<Mixed>>,
 }
+
+/// The one realm both protocols share when cross-protocol rooms are on.
+struct Mixed {
+    rules: Arc<CrossProtocol>,
+    store: OnceLock<Arc<Store<Reach>>>,
+    departed: Arc<Departed>,
+}
+
+/// The name of the realm both protocols share (its keys in Redis sit under it).
+pub const MIXED_REALM: &str = "mixed";
 
 /// What cluster-mode stores need, and the realms opened so far.
 struct Shared {
@@ -31,10 +46,12 @@ struct Shared {
     opened: Mutex<Vec<Opened>>,
 }
 
-/// A realm opened in cluster mode.
+/// A realm opened in cluster mode, by one protocol.
 #[derive(Clone)]
 pub struct Opened {
-    /// Its rooms.
+    /// The protocol that opened it (messages from other nodes for its members name it).
+    pub protocol: &'static str,
+    /// Its rooms (shared by both protocols' entries when cross-protocol rooms are on).
     pub rooms: Arc<SharedRooms<Reach>>,
     /// How long its members may be away.
     pub grace: Duration,
@@ -60,7 +77,58 @@ impl Stores {
                 link,
                 opened: Mutex::default(),
             })),
+            mixed: None,
         }
+    }
+
+    /// With cross-protocol rooms as `rules` says (`None`: off): both protocols then open one
+    /// shared realm, each through its own view ([`Stores::open_view`]).
+    pub fn with_cross_protocol(mut self, rules: Option<Arc<CrossProtocol>>) -> Self {
+        self.mixed = rules.map(|rules| {
+            Arc::new(Mixed {
+                rules,
+                store: OnceLock::new(),
+                departed: Arc::default(),
+            })
+        });
+        self
+    }
+
+    /// Opens protocol `side`'s view of its realm: its own realm, or with cross-protocol
+    /// rooms on, the realm both protocols share. `on_departed` hears of the protocol's own
+    /// members that left without asking, with their ids as the protocol knows them.
+    pub fn open_view(
+        &self,
+        side: Side,
+        grace: Duration,
+        events: &'static [&'static str],
+        on_departed: OnDeparted<Reach>,
+    ) -> RealmStore {
+        let Some(mixed) = &self.mixed else {
+            return RealmStore::new(
+                self.open(side.name(), grace, events, on_departed),
+                side,
+                None,
+            );
+        };
+        mixed.departed.register(side, on_departed);
+        let store = mixed
+            .store
+            .get_or_init(|| {
+                let reap: ReapGrace = Arc::new(super::mixed::reap_grace);
+                self.create_with(MIXED_REALM, mixed.departed.handler(), Some(reap))
+            })
+            .clone();
+        if let (Some(shared), Store::Shared(rooms)) = (&self.cluster, &*store) {
+            shared.opened.lock().push(Opened {
+                protocol: side.name(),
+                rooms: rooms.clone(),
+                grace,
+                events,
+                redis: RedisStore::new(shared.conn.clone(), &shared.cluster, MIXED_REALM),
+            });
+        }
+        RealmStore::new(store, side, Some(mixed.rules.clone()))
     }
 
     /// Opens the store of realm `realm`, whose members may be away for `grace` and whose
@@ -72,23 +140,47 @@ impl Stores {
         events: &'static [&'static str],
         on_departed: OnDeparted<Reach>,
     ) -> Arc<Store<Reach>> {
+        let store = self.create(realm, on_departed);
+        if let (Some(shared), Store::Shared(rooms)) = (&self.cluster, &*store) {
+            let redis = RedisStore::new(shared.conn.clone(), &shared.cluster, realm);
+            shared.opened.lock().push(Opened {
+                protocol: realm,
+                rooms: rooms.clone(),
+                grace,
+                events,
+                redis,
+            });
+        }
+        store
+    }
+
+    /// A realm's store, not yet recorded among the opened ones.
+    fn create(&self, realm: &'static str, on_departed: OnDeparted<Reach>) -> Arc<Store<Reach>> {
+        self.create_with(realm, on_departed, None)
+    }
+
+    /// A realm's store whose members' grace on node death may differ (`reap_grace`).
+    fn create_with(
+        &self,
+        realm: &'static str,
+        on_departed: OnDeparted<Reach>,
+        reap_grace: Option<ReapGrace>,
+    ) -> Arc<Store<Reach>> {
         let Some(shared) = &self.cluster else {
             return Arc::new(Store::in_memory(on_departed));
         };
         let redis = RedisStore::new(shared.conn.clone(), &shared.cluster, realm);
+        let local_routes = reap_grace.is_none();
         let rooms = SharedRooms::new(
-            redis.clone(),
+            redis,
             realm,
             shared.node.as_str(),
             ClusterLocator::new(realm, shared.link.clone()),
             on_departed,
+            reap_grace,
+            // The mixed realm's routes report the target's connector, which only Redis holds.
+            local_routes,
         );
-        shared.opened.lock().push(Opened {
-            rooms: rooms.clone(),
-            grace,
-            events,
-            redis,
-        });
         Arc::new(Store::Shared(rooms))
     }
 

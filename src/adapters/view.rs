@@ -6,9 +6,9 @@ use std::sync::Arc;
 use socketioxide::extract::SocketRef;
 use socketioxide::SocketIo;
 
+use super::mixed::RealmStore;
 use super::Reach;
 use crate::core::{ConnInfo, RoomView};
-use crate::store::Store;
 
 /// What operators can see of a protocol.
 pub trait Realm: Send + Sync {
@@ -53,7 +53,7 @@ fn describe_reach(reach: &Reach) -> ConnInfo {
 /// The operators' view of an adapter: its rooms, and the namespace its sockets live on.
 pub struct SocketRealm {
     name: &'static str,
-    store: Arc<Store<Reach>>,
+    store: Arc<RealmStore>,
     io: SocketIo,
     namespace: String,
 }
@@ -62,7 +62,7 @@ impl SocketRealm {
     /// The view of protocol `name`, serving `store` on `namespace` of `io`.
     pub fn new(
         name: &'static str,
-        store: Arc<Store<Reach>>,
+        store: Arc<RealmStore>,
         io: &SocketIo,
         namespace: &str,
     ) -> Arc<Self> {

@@ -21,19 +21,19 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::{ProtocolVersion, SocketIo};
 
 use crate::access::{self, Tokens};
+use crate::adapters::mixed::{self, RealmStore, Side};
 use crate::adapters::{
     deliver, wire, Bound, EventFrame, Gate, Protocol, Reach, SocketRealm, Stores,
 };
 use crate::config::{Limits, ProtocolConfig};
-use crate::core::{Departure, Join, JoinOutcome, Peer, Target};
+use crate::core::{Departure, Join, JoinOutcome, Peer};
 use crate::stats;
-use crate::store::Store;
 
 const NAME: &str = "webrtcroom";
 
 /// The adapter: its realm of rooms and its settings.
 pub struct WebRtcRoom {
-    rooms: Arc<Store<Reach>>,
+    rooms: Arc<RealmStore>,
     max_room_size: usize,
     gate: Gate,
     tokens: Option<Arc<Tokens>>,
@@ -43,14 +43,14 @@ impl WebRtcRoom {
     /// Binds the protocol to `config.namespace` of `io`.
     pub fn bind(io: &SocketIo, config: &ProtocolConfig, limits: Limits, stores: &Stores) -> Bound {
         // No reconnect grace: a member whose node died leaves at once, like a disconnect.
-        let rooms = stores.open(
-            NAME,
+        let rooms = stores.open_view(
+            Side::WebRtcRoom,
             std::time::Duration::ZERO,
             LABELS.sent,
             Arc::new(|d: Departure<Reach>| announce_exit(&d, "")),
         );
         let adapter = Arc::new(Self {
-            rooms,
+            rooms: Arc::new(rooms),
             max_room_size: config.max_room_size,
             gate: Gate::new(limits).with_send_buffer(config.engine.send_buffer),
             tokens: access::tokens_for(NAME, &config.token),
@@ -251,7 +251,8 @@ impl WebRtcRoom {
                     room: req.room,
                 };
                 for peer in &joined.existing {
-                    if let Some(handle) = &peer.handle {
+                    // A chatroom member gets nothing: the newcomer offers to it (mixed rooms).
+                    if let (Some(handle), false) = (&peer.handle, self.rooms.foreign(peer.label)) {
                         deliver(NAME, handle, "joined", &notice);
                     }
                 }
@@ -262,10 +263,22 @@ impl WebRtcRoom {
     }
 
     fn send_created(&self, socket: &SocketRef, id: &str, room: &RawValue, peers: &[Peer<Reach>]) {
+        // A chatroom member (mixed rooms) is listed by its socket id, the id chatroom clients
+        // know it by and the one the app's messages are routed by; one that is away (in its
+        // reconnect grace) is left out: an offer could not reach it, and it is asked to offer
+        // when it comes back.
+        let ids: Vec<std::borrow::Cow<'_, str>> = peers
+            .iter()
+            .filter_map(|p| match (self.rooms.foreign(p.label), &p.handle) {
+                (false, _) => Some(std::borrow::Cow::Borrowed(&*p.member)),
+                (true, Some(handle)) => Some(handle.id()),
+                (true, None) => None,
+            })
+            .collect();
         let created = Created {
             id,
             room,
-            peers: peers.iter().map(|p| PeerId { id: &p.member }).collect(),
+            peers: ids.iter().map(|id| PeerId { id }).collect(),
         };
         deliver(NAME, &Reach::Local(socket.clone()), "created", &created);
     }
@@ -282,7 +295,7 @@ impl WebRtcRoom {
         let object = frame.object().ok_or(Bad::NotAnObject)?;
         let envelope = Envelope::read(object)?;
         let to = envelope.to.ok_or(Bad::Field)?;
-        let route = match self.rooms.route(socket.id, Target::Member(&to), None).await {
+        let route = match self.rooms.route(socket.id, &to, None).await {
             Ok(route) => route,
             Err(e) => {
                 stats::dropped(NAME, e.kind());
@@ -295,9 +308,44 @@ impl WebRtcRoom {
             tracing::debug!(protocol = NAME, sid = %socket.id, event, "relay dropped: from is not the sender");
             return Ok(());
         }
+        if self.rooms.foreign(route.target_label) {
+            return self.relay_to_chatroom(socket, event, object, route).await;
+        }
         if deliver(NAME, &route.target, event, object) {
             stats::relayed(NAME, event);
             tracing::debug!(protocol = NAME, sid = %socket.id, event, to = %to, "relayed");
+        }
+        Ok(())
+    }
+
+    /// A relay to a chatroom member of a mixed room, in the chatroom's words. An offer or
+    /// answer also records the link on the target, as a chatroom client's would (a second
+    /// routing step, only for these messages: links are not kept between WebRtcRoom members).
+    async fn relay_to_chatroom(
+        &self,
+        socket: &SocketRef,
+        event: &'static str,
+        object: &RawValue,
+        route: crate::core::Route<Reach>,
+    ) -> Result<(), Bad> {
+        let route = match event {
+            "offer" | "answer" => {
+                let link = mixed::webrtcroom_link(&route.sender, self.gate.limits().max_links);
+                let to = route.target.id();
+                match self.rooms.route_to_conn(socket.id, &to, Some(link)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        stats::dropped(NAME, e.kind());
+                        tracing::debug!(protocol = NAME, sid = %socket.id, event, reason = %e, "relay dropped");
+                        return Ok(());
+                    }
+                }
+            }
+            _ => route,
+        };
+        if let Err(why) = mixed::webrtcroom_to_chatroom(event, object, &route.sender, &route) {
+            stats::dropped(NAME, why.kind());
+            tracing::debug!(protocol = NAME, sid = %socket.id, event, reason = why.kind(), "relay to a chatroom member dropped");
         }
         Ok(())
     }
@@ -320,12 +368,25 @@ impl WebRtcRoom {
             stats::left(NAME);
             tracing::info!(protocol = NAME, sid = %socket.id, room = %departure.room, "left");
             for peer in &departure.remaining {
-                if let Some(handle) = &peer.handle {
+                if let (Some(handle), false) = (&peer.handle, self.rooms.foreign(peer.label)) {
                     deliver(NAME, handle, "exit", object);
                 }
             }
+            tell_chatroom_peers(&departure);
         }
         Ok(())
+    }
+}
+
+/// Tells the chatroom members of a mixed room that had linked to a departed WebRtcRoom
+/// member, with `leave` on their own end of the link (none outside mixed rooms).
+fn tell_chatroom_peers(d: &Departure<Reach>) {
+    for peer in d
+        .linked
+        .iter()
+        .filter(|l| l.label == Side::Chatroom.label())
+    {
+        mixed::leave_to_chatroom(&peer.handle, &peer.connector, &d.member);
     }
 }
 
@@ -336,10 +397,11 @@ fn announce_exit(d: &Departure<Reach>, room: &str) {
         room,
     };
     for peer in &d.remaining {
-        if let Some(handle) = &peer.handle {
+        if let (Some(handle), false) = (&peer.handle, peer.label == Side::Chatroom.label()) {
             deliver(NAME, handle, "exit", &exit);
         }
     }
+    tell_chatroom_peers(d);
 }
 
 /// The room's identity: a non-empty string, or a number (the original joined `String(room)`).

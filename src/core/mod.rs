@@ -23,6 +23,12 @@ pub use room::{
     Refusal, RoomView, Rooms, Route, RouteError, Target,
 };
 
+/// An opaque mark on a member, set by the layer above a realm when members of several
+/// protocols share it (cross-protocol rooms: it says which protocol a peer speaks). The core
+/// and the stores never read it and always hand out the default; see `adapters::mixed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Label(pub u8);
+
 /// Identifies one transport connection (one Socket.IO socket).
 pub type ConnId = socketioxide::socket::Sid;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::room::{peer, remove_in, Departure, LinkedPeer, Peer, Rooms};
-use crate::core::{ConnId, Handle};
+use crate::core::{ConnId, Handle, Label};
 
 /// What a disconnect did.
 #[derive(Debug)]
@@ -83,6 +83,8 @@ pub struct Rebound<H> {
     pub linked: Vec<LinkedPeer<H>>,
     /// Linked peers that are gone, by the connection the member knew them by.
     pub gone: Vec<Arc<str>>,
+    /// The connection it was bound to before (how its peers knew it until now).
+    pub last_conn: Arc<str>,
 }
 
 impl<H: Handle + Send + Sync + 'static> Rooms<H> {
@@ -157,6 +159,7 @@ impl<H: Handle + Send + Sync + 'static> Rooms<H> {
                     return Err(RebindError::Live);
                 }
             }
+            let last_conn: Arc<str> = member.last_conn.to_string().into();
             let previous = t.bind(&req.member, req.conn, req.handle);
             let previous_conn = previous
                 .filter(|c| *c != req.conn)
@@ -179,6 +182,7 @@ impl<H: Handle + Send + Sync + 'static> Rooms<H> {
                                 member: link.peer.clone(),
                                 handle: handle.clone(),
                                 connector: link.connector.clone(),
+                                label: Label::default(),
                             });
                         }
                         kept.push(link);
@@ -206,6 +210,7 @@ impl<H: Handle + Send + Sync + 'static> Rooms<H> {
                 unlinked,
                 linked,
                 gone,
+                last_conn,
             })
         })
     }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::core::{ConnId, Handle};
+use crate::core::{ConnId, Handle, Label};
 use crate::store::memory::{Link, Member, MemoryStore, Table};
 
 /// The rooms of one realm and the rules that govern them.
@@ -40,6 +40,8 @@ pub struct Peer<H> {
     pub member: Arc<str>,
     /// Its connection, if it has one now.
     pub handle: Option<H>,
+    /// Its label (see [`Label`]).
+    pub label: Label,
 }
 
 /// What a successful join did.
@@ -76,6 +78,8 @@ pub struct Departure<H> {
     pub remaining: Vec<Peer<H>>,
     /// Connected peers that had linked to it, with their own connector for that link.
     pub linked: Vec<LinkedPeer<H>>,
+    /// The label of the member that left (see [`Label`]).
+    pub label: Label,
 }
 
 /// A connected peer with a link to some member.
@@ -87,6 +91,8 @@ pub struct LinkedPeer<H> {
     pub handle: H,
     /// The peer's own connector id for the link.
     pub connector: Arc<str>,
+    /// The peer's label (see [`Label`]).
+    pub label: Label,
 }
 
 /// Who a relay is for.
@@ -199,6 +205,14 @@ pub struct Route<H> {
     pub sender: Arc<str>,
     /// The target's connection.
     pub target: H,
+    /// The target's member key.
+    pub target_member: Arc<str>,
+    /// The target's own connector for its latest link to the sender (recorded on the sender
+    /// by an earlier relay the other way), if it made one: how the target's client knows the
+    /// link, for a protocol whose sender does not name it.
+    pub target_connector: Option<Arc<str>>,
+    /// The target's label (see [`Label`]).
+    pub target_label: Label,
 }
 
 /// A room as operators see it.
@@ -352,6 +366,15 @@ impl<H: Handle> Rooms<H> {
                 Target::Conn(c) => t.member_by_conn(c).map(|(k, _)| k.clone()),
             }
             .ok_or(RouteError::UnknownTarget)?;
+            let target_connector = match (t.member(&target_key), t.member(&sender)) {
+                (Some(target), Some(from)) => from
+                    .links
+                    .iter()
+                    .rev()
+                    .find(|l| l.peer == target_key && l.peer_epoch == target.epoch)
+                    .map(|l| l.connector.clone()),
+                _ => None,
+            };
             let target = t.member_mut(&target_key).ok_or(RouteError::UnknownTarget)?;
             if target.room != sender_room {
                 return Err(RouteError::OtherRoom);
@@ -377,6 +400,9 @@ impl<H: Handle> Rooms<H> {
             Ok(Route {
                 sender,
                 target: handle,
+                target_member: target_key,
+                target_connector,
+                target_label: Label::default(),
             })
         })
     }
@@ -495,6 +521,7 @@ pub(super) fn peer<H: Clone>(t: &Table<H>, key: &Arc<str>) -> Peer<H> {
     Peer {
         member: key.clone(),
         handle: t.member(key).and_then(|m| m.handle.clone()),
+        label: Label::default(),
     }
 }
 
@@ -555,6 +582,7 @@ pub(super) fn remove_in<H: Clone>(t: &mut Table<H>, key: &Arc<str>) -> Option<De
                 member: l.peer.clone(),
                 handle: peer.handle.clone()?,
                 connector: l.connector.clone(),
+                label: Label::default(),
             })
         })
         .collect();
@@ -564,6 +592,7 @@ pub(super) fn remove_in<H: Clone>(t: &mut Table<H>, key: &Arc<str>) -> Option<De
         last_conn: member.last_conn.to_string().into(),
         remaining,
         linked,
+        label: Label::default(),
     })
 }
 
@@ -759,6 +788,40 @@ mod tests {
             RouteError::TooManyLinks { max: 2 }
         );
         assert!(link("user").is_ok(), "replacing a link adds none");
+    }
+
+    #[test]
+    fn a_route_reports_the_targets_connector_of_its_link_to_the_sender() {
+        let f = Fixture::new();
+        let (a, b) = (ConnId::new(), ConnId::new());
+        f.join("r", "a", a, 0).unwrap();
+        f.join("r", "b", b, 0).unwrap();
+        let connector = |from, to| {
+            f.rooms
+                .route(from, Target::Conn(to), None)
+                .unwrap()
+                .target_connector
+        };
+        assert_eq!(connector(a, b), None);
+        let note = LinkNote {
+            connector: "kb".into(),
+            stream: "user".into(),
+            max_links: 0,
+        };
+        f.rooms.route(b, Target::Member("a"), Some(note)).unwrap();
+        assert_eq!(
+            connector(a, b).as_deref(),
+            Some("kb"),
+            "b's link, recorded on a"
+        );
+        assert_eq!(connector(b, a), None, "nothing recorded on b");
+        assert_eq!(
+            &*f.rooms
+                .route(a, Target::Conn(b), None)
+                .unwrap()
+                .target_member,
+            "b"
+        );
     }
 
     #[test]

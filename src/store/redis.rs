@@ -79,6 +79,10 @@ pub struct JoinArgs<'a> {
     pub max_rooms: usize,
     /// Opaque fingerprint of who asks (see [`RebindResult::Live`]).
     pub source: &'a str,
+    /// How long (ms) this member is kept away when its node dies, instead of the grace the
+    /// node-death pass is given for the realm; `None`: that one. A realm whose members have
+    /// different graces (cross-protocol rooms) sets it per member.
+    pub reap_grace_ms: Option<u64>,
 }
 
 /// What a join decided. Every refusal changed nothing.
@@ -141,6 +145,10 @@ pub enum RouteResult {
         target: Address,
         /// The room both are in.
         room: String,
+        /// The target's member key.
+        target_member: String,
+        /// The target's own connector of its latest link to the sender, if it made one.
+        target_connector: Option<String>,
     },
     /// The sending connection is no member.
     NotJoined,
@@ -184,6 +192,8 @@ pub enum RebindResult {
         linked: Vec<LinkedAt>,
         /// Linked peers that are gone, by the connection the member knew them by.
         gone: Vec<String>,
+        /// The connection it was bound to before (how its peers knew it).
+        last_conn: String,
     },
     /// No such member (never joined, left, or its grace ended).
     Unknown,
@@ -337,7 +347,8 @@ impl RedisStore {
             .arg(a.name.unwrap_or(""))
             .arg(a.capacity)
             .arg(a.max_rooms)
-            .arg(a.source);
+            .arg(a.source)
+            .arg(a.reap_grace_ms.map_or_else(String::new, |g| g.to_string()));
         let mut r = Reader::new(ACTION, self.call(&invocation, ACTION).await?)?;
         Ok(match r.text("outcome")?.as_str() {
             "joined" => JoinResult::Joined {
@@ -402,6 +413,8 @@ impl RedisStore {
                     conn: r.text("target conn")?,
                 },
                 room: r.text("room")?,
+                target_member: r.text("target member")?,
+                target_connector: Some(r.text("target connector")?).filter(|c| !c.is_empty()),
             },
             "not_joined" => RouteResult::NotJoined,
             "unknown_target" => RouteResult::UnknownTarget,
@@ -479,6 +492,7 @@ impl RedisStore {
                     }
                     out
                 },
+                last_conn: r.text("last conn")?,
             },
             "unknown" => RebindResult::Unknown,
             "mismatch" => RebindResult::Mismatch,

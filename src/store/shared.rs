@@ -26,7 +26,7 @@ use super::redis::{
 use super::{OnDeparted, Unavailable};
 use crate::cluster::runtime::record_round_trip;
 use crate::core::{
-    ConnId, ConnInfo, Departure, Disconnected, Handle, Join, JoinOutcome, Joined, LinkNote,
+    ConnId, ConnInfo, Departure, Disconnected, Handle, Join, JoinOutcome, Joined, Label, LinkNote,
     LinkedPeer, MemberView, Peer, Rebind, RebindError, Rebound, Refusal, RoomView, Route,
     RouteError, Target,
 };
@@ -124,6 +124,10 @@ struct View {
     asked: Option<Instant>,
 }
 
+/// How long a member (by key) stays away when its node dies, when that differs from the
+/// realm's grace (`None`: the realm's).
+pub type ReapGrace = Arc<dyn Fn(&str) -> Option<Duration> + Send + Sync>;
+
 /// One realm's rooms in Redis, as this node sees them.
 pub struct SharedRooms<H> {
     redis: RedisStore,
@@ -132,6 +136,7 @@ pub struct SharedRooms<H> {
     locator: Arc<dyn Locator<H>>,
     local: Mutex<LocalIndex<H>>,
     on_departed: OnDeparted<H>,
+    reap_grace: Option<ReapGrace>,
     view: Mutex<View>,
     /// Whether the last call reached Redis, for readiness.
     reachable: AtomicBool,
@@ -140,6 +145,10 @@ pub struct SharedRooms<H> {
     pending: Mutex<Vec<Pending>>,
     /// This realm itself, for the timers it starts.
     me: Weak<Self>,
+    /// Whether a relay with both ends on this node may be checked here, without Redis. Off
+    /// for a realm whose routes must report what only Redis holds (the target's connector for
+    /// its link to the sender, which mixed rooms translate with).
+    local_routes: bool,
 }
 
 /// A departure to write again.
@@ -165,6 +174,8 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         node: &str,
         locator: Arc<dyn Locator<H>>,
         on_departed: OnDeparted<H>,
+        reap_grace: Option<ReapGrace>,
+        local_routes: bool,
     ) -> Arc<Self> {
         let rooms = Arc::new_cyclic(|me| Self {
             redis,
@@ -173,10 +184,12 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             locator,
             local: Mutex::default(),
             on_departed,
+            reap_grace,
             view: Mutex::default(),
             reachable: AtomicBool::new(true),
             pending: Mutex::default(),
             me: me.clone(),
+            local_routes,
         });
         let weak = Arc::downgrade(&rooms);
         tokio::spawn(async move {
@@ -236,6 +249,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             .map(|p| Peer {
                 handle: self.resolve(p.at.as_ref(), room),
                 member: p.member.into(),
+                label: Label::default(),
             })
             .collect()
     }
@@ -254,10 +268,12 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                         handle: self.resolve(Some(&l.at), &room)?,
                         member: l.member.into(),
                         connector: l.connector.into(),
+                        label: Label::default(),
                     })
                 })
                 .collect(),
             room,
+            label: Label::default(),
         }
     }
 
@@ -276,6 +292,11 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             capacity: req.capacity,
             max_rooms: req.max_rooms,
             source: &source,
+            reap_grace_ms: self
+                .reap_grace
+                .as_ref()
+                .and_then(|f| f(&req.member))
+                .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
         };
         // The connection is this node's member of the room *before* the script runs: a peer
         // joining on this node right after it must find it here, or it would be taken for
@@ -372,7 +393,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         to: Target<'_>,
         link: Option<LinkNote>,
     ) -> Result<Route<H>, RouteError> {
-        if link.is_none() {
+        if link.is_none() && self.local_routes {
             // Both ends on this node: this node alone binds its connections to rooms, so its
             // own index answers without a round trip (a relay that records nothing).
             let local = self.local.lock();
@@ -390,6 +411,9 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 return Ok(Route {
                     sender: sender.member.clone(),
                     target: t.handle.clone(),
+                    target_member: t.member.clone(),
+                    target_connector: None,
+                    target_label: Label::default(),
                 });
             }
         } else if !self.local.lock().contains_key(&conn) {
@@ -421,6 +445,8 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 sender,
                 target,
                 room,
+                target_member,
+                target_connector,
             } => {
                 let room: Arc<str> = room.into();
                 let target = self
@@ -429,6 +455,9 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 Ok(Route {
                     sender: sender.into(),
                     target,
+                    target_member: target_member.into(),
+                    target_connector: target_connector.map(Into::into),
+                    target_label: Label::default(),
                 })
             }
             RouteResult::NotJoined => Err(RouteError::NotJoined),
@@ -552,13 +581,14 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 unlinked,
                 linked,
                 gone,
-            } => Ok((room, previous, unlinked, linked, gone)),
+                last_conn,
+            } => Ok((room, previous, unlinked, linked, gone, last_conn)),
             RebindResult::Unknown => Err(RebindError::Unknown),
             RebindResult::Mismatch => Err(RebindError::Mismatch),
             RebindResult::ConnBusy => Err(RebindError::ConnBusy),
             RebindResult::Live => Err(RebindError::Live),
         };
-        let (room, previous, unlinked, linked, gone) = match refused {
+        let (room, previous, unlinked, linked, gone, last_conn) = match refused {
             Ok(rebound) => rebound,
             Err(e) => {
                 undo();
@@ -587,10 +617,12 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                         handle: self.resolve(Some(&l.at), &room)?,
                         member: l.member.into(),
                         connector: l.connector.into(),
+                        label: Label::default(),
                     })
                 })
                 .collect(),
             gone: gone.into_iter().map(Into::into).collect(),
+            last_conn: last_conn.into(),
             room,
         })
     }

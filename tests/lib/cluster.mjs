@@ -146,3 +146,25 @@ export async function startCluster({ redis, n = 3, name, nodeTimeout, sets = [],
     logs: (chars = 2000) => nodes.map((g, i) => `--- node ${ids[i]} ---\n${g.stderr().slice(-chars)}`).join('\n'),
   };
 }
+
+/**
+ * A redis-server and `n` nodes on it, each with `sets`, stopped together: for tests that need
+ * a cluster and nothing else of Redis.
+ */
+export async function startClusterWithRedis(n, sets = [], name = undefined) {
+  const redis = await startRedis();
+  let cluster;
+  try {
+    cluster = await startCluster({ redis, n, sets, name });
+  } catch (e) {
+    await redis.stop();
+    throw e;
+  }
+  return {
+    ...cluster,
+    async stop() {
+      await cluster.stop();
+      await redis.stop();
+    },
+  };
+}

@@ -10,6 +10,8 @@
 --                                 member, with another seq)
 --                      source     opaque fingerprint of whoever bound it last (rebind's rule)
 --                      joined_at  ms since the Unix epoch (Redis clock)
+--                      grace      (optional) ms it stays away when its node dies, instead of
+--                                 the realm's grace (see reap.lua)
 --                      links      JSON array of the links peers made to it, oldest first:
 --                                 {peer, epoch, conn, connector, stream}, all strings
 --   <p>:r:<room>     zset member -> seq: the room's members in join order

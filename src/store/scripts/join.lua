@@ -1,7 +1,7 @@
 -- Join: every check of the memory core's join and the change it makes, in one atomic step,
 -- in the core's order (so a refused join leaves the connection where it was).
 -- ARGV: prefix, member, room, node, conn, name ("" = none), capacity (0 = no limit),
---       max_rooms (0 = no limit), source
+--       max_rooms (0 = no limit), source, reap grace in ms ("" = the realm's, see reap.lua)
 -- Returns one of
 --   {"joined", seq, {existing peer_at...}[, departure]}  (departure: the room `conn` left)
 --   {"already", {peer_at of the others...}}
@@ -9,6 +9,7 @@
 local p, member, room, node, conn, name, cap, max_rooms, source =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]),
   tonumber(ARGV[8]), ARGV[9]
+local reap_grace = ARGV[10] or ''
 local rkey = k(p, 'r', room)
 local current = redis.call('HGET', k(p, 'conns'), conn)
 if current == member and redis.call('HGET', k(p, 'm', member), 'room') == room then
@@ -38,6 +39,7 @@ local existing = {}
 for _, m in ipairs(redis.call('ZRANGE', rkey, 0, -1)) do existing[#existing + 1] = peer_at(p, m) end
 local seq = next_seq(p)
 insert(p, member, room, node, conn, name, seq, source)
+if reap_grace ~= '' then redis.call('HSET', k(p, 'm', member), 'grace', reap_grace) end
 local out = {'joined', seq, existing}
 if left then out[4] = left end
 return out

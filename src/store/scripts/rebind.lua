@@ -3,7 +3,8 @@
 -- memory core's order; links sorted out as it does.
 -- ARGV: prefix, member, room, name ("" = not checked), node, conn, source
 -- Returns {"rebound", {previous node, conn} | {}, {unlinked peer_at...},
---          {{peer, node, conn, connector}...} (linked), {peer_conn...} (gone)}
+--          {{peer, node, conn, connector}...} (linked), {peer_conn...} (gone), last_conn}
+--   where last_conn is the connection it was bound to before (how its peers knew it)
 --       | {"unknown"} | {"mismatch"} | {"conn_busy"} | {"live"}
 local p, member, room, name, node, conn, source =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -39,4 +40,4 @@ for _, other in ipairs(redis.call('ZRANGE', k(p, 'r', room), 0, -1)) do
   end
 end
 settle_room(p, room)
-return {'rebound', previous, unlinked, linked, gone}
+return {'rebound', previous, unlinked, linked, gone, m.conn}

@@ -3,8 +3,10 @@
 -- sender's older link of the same stream goes first, even when the new one is then refused).
 -- ARGV: prefix, conn, kind ("member" | "conn"), target, connector ("" with no link),
 --       stream, max_links (0 = no limit), with_link ("1" | "0")
--- Returns {"routed", sender, node, conn, room} | {"not_joined"} | {"unknown_target"}
---       | {"other_room"} | {"target_away"} | {"too_many_links"}
+-- Returns {"routed", sender, node, conn, room, target, target_connector} | {"not_joined"}
+--       | {"unknown_target"} | {"other_room"} | {"target_away"} | {"too_many_links"}
+-- where target is the target's member key and target_connector the target's own connector
+-- of its latest link to the sender (recorded on the sender; "" when it made none).
 local p, conn, kind, target, connector, stream, max_links, with_link =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local sender = redis.call('HGET', k(p, 'conns'), conn)
@@ -31,4 +33,8 @@ if with_link == '1' then
     stream = stream}
   set_links(p, key, kept)
 end
-return {'routed', sender, t.node, t.conn, t.room}
+local back = ''
+for _, l in ipairs(get_links(get_member(p, sender) or {})) do
+  if l.peer == key and l.epoch == t.seq then back = l.connector end
+end
+return {'routed', sender, t.node, t.conn, t.room, key, back}
