@@ -191,9 +191,13 @@ test('limits.max_connections_per_ip refuses with a clear connect_error, closes t
     assert.match(answer.body, /(^|\x1e)44\{"message":"too many connections from your address/);
     await closedWithin(gw.urls.chatroom, h.sid, 4, 3000);
 
-    // A slot frees when one leaves.
+    // A slot frees when one leaves (once the server has seen the close).
+    const open = async () => Object.entries(await gw.metrics())
+      .filter(([k]) => k.startsWith('gateway_connections{') && k.includes('protocol="chatroom"'))
+      .reduce((n, [, v]) => n + v, 0);
+    const before = await open();
     a.close();
-    await sleep(300);
+    await eventually(async () => (await open()) === before - 1, 3000, 'the server saw the close');
     const again = await chat(gw.urls.chatroom);
     for (const s of [b, other, w1, w2, again]) s.close();
     const m = await gw.metrics();
