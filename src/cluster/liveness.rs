@@ -141,31 +141,16 @@ impl Liveness {
 
     /// The registered nodes (id, advertised address) whose heartbeat expired.
     pub async fn dead_nodes(&self) -> Result<Vec<(String, String)>, LivenessError> {
-        let nodes: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(format!("{}:nodes", self.prefix))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_err("list nodes"))?;
-        if nodes.is_empty() {
-            return Ok(nodes);
-        }
-        let mut pipe = redis::pipe();
-        for (id, _) in &nodes {
-            pipe.cmd("EXISTS").arg(self.hb_key(id));
-        }
-        let alive: Vec<bool> = pipe
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_err("check heartbeats"))?;
-        Ok(nodes
+        Ok(self
+            .nodes()
+            .await?
             .into_iter()
-            .zip(alive)
-            .filter(|(_, alive)| !alive)
-            .map(|(node, _)| node)
+            .filter(|(_, _, alive)| !alive)
+            .map(|(id, address, _)| (id, address))
             .collect())
     }
 
-    /// Every registered node: (id, advertised address, heartbeat alive), for operators.
+    /// Every registered node: (id, advertised address, heartbeat alive), sorted by id.
     pub async fn nodes(&self) -> Result<Vec<(String, String, bool)>, LivenessError> {
         let nodes: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(format!("{}:nodes", self.prefix))

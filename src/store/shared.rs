@@ -116,6 +116,24 @@ impl<H> LocalIndex<H> {
     }
 }
 
+/// A connection held in this node's index while its join or rebind script runs.
+struct Held<'a, H> {
+    local: &'a Mutex<LocalIndex<H>>,
+    conn: ConnId,
+    before: Option<Local<H>>,
+}
+
+impl<H: Clone> Held<'_, H> {
+    /// The script refused: the connection is what it was before.
+    fn undo(&self) {
+        let mut local = self.local.lock();
+        match self.before.clone() {
+            Some(b) => local.insert(self.conn, b),
+            None => local.remove(&self.conn),
+        };
+    }
+}
+
 /// The operators' view, refreshed in the background while someone looks.
 #[derive(Default)]
 struct View {
@@ -301,28 +319,18 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         // The connection is this node's member of the room *before* the script runs: a peer
         // joining on this node right after it must find it here, or it would be taken for
         // away and never be told of the newcomer. Undone if the join does not happen.
-        let previous = self.local.lock().insert(
+        let held = self.hold(
             req.conn,
-            Local {
-                handle: req.handle.clone(),
-                member: req.member.clone(),
-                room: req.room.clone(),
-                name: req.name.clone(),
-                seq: 0,
-                source: source.clone(),
-            },
+            &req.handle,
+            &req.member,
+            &req.room,
+            &req.name,
+            &source,
         );
-        let undo = || {
-            let mut local = self.local.lock();
-            match previous.clone() {
-                Some(p) => local.insert(req.conn, p),
-                None => local.remove(&req.conn),
-            };
-        };
         let result = match timed("join", self.redis.join(&args)).await {
             Ok(result) => result,
             Err(e) => {
-                undo();
+                held.undo();
                 self.failed("join", &e);
                 return Err(Refusal::Unavailable);
             }
@@ -343,7 +351,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                 }))
             }
             refused => {
-                undo();
+                held.undo();
                 match refused {
                     JoinResult::AlreadyMember { peers } => Ok(JoinOutcome::AlreadyMember {
                         peers: self.peers(peers, &req.room),
@@ -358,6 +366,35 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
                     }
                 }
             }
+        }
+    }
+
+    /// Makes `conn` this node's member `member` of `room` now, before the script that decides
+    /// it runs; the returned [`Held`] puts back what was there if the script refuses.
+    fn hold(
+        &self,
+        conn: ConnId,
+        handle: &H,
+        member: &Arc<str>,
+        room: &Arc<str>,
+        name: &Option<Arc<str>>,
+        source: &str,
+    ) -> Held<'_, H> {
+        let before = self.local.lock().insert(
+            conn,
+            Local {
+                handle: handle.clone(),
+                member: member.clone(),
+                room: room.clone(),
+                name: name.clone(),
+                seq: 0,
+                source: source.to_owned(),
+            },
+        );
+        Held {
+            local: &self.local,
+            conn,
+            before,
         }
     }
 
@@ -547,28 +584,18 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         };
         // As for a join: this node holds the member on its new connection before the script
         // runs, so a peer joining here meanwhile finds it live; undone on a refusal.
-        let before = self.local.lock().insert(
+        let held = self.hold(
             req.conn,
-            Local {
-                handle: req.handle.clone(),
-                member: req.member.clone(),
-                room: req.room.clone(),
-                name: req.name.clone(),
-                seq: 0,
-                source: source.clone(),
-            },
+            &req.handle,
+            &req.member,
+            &req.room,
+            &req.name,
+            &source,
         );
-        let undo = || {
-            let mut local = self.local.lock();
-            match before.clone() {
-                Some(b) => local.insert(req.conn, b),
-                None => local.remove(&req.conn),
-            };
-        };
         let result = match timed("rebind", self.redis.rebind(&args)).await {
             Ok(result) => result,
             Err(e) => {
-                undo();
+                held.undo();
                 self.failed("rebind", &e);
                 return Err(RebindError::Unavailable);
             }
@@ -591,7 +618,7 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
         let (room, previous, unlinked, linked, gone, last_conn) = match refused {
             Ok(rebound) => rebound,
             Err(e) => {
-                undo();
+                held.undo();
                 return Err(e);
             }
         };
