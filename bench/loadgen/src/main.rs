@@ -356,7 +356,11 @@ fn snap(sh: &Shared, a: &Args) -> Snap {
         sent: sh.stats.sent.get(),
         received: sh.stats.received.get(),
         joined: sh.stats.joined.get(),
-        watched: a.watch.iter().map(|(_, p)| cpu_time(&p.to_string())).collect(),
+        watched: a
+            .watch
+            .iter()
+            .map(|(_, p)| cpu_time(&p.to_string()))
+            .collect(),
         redis,
     }
 }
