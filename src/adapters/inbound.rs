@@ -18,6 +18,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use futures_util::FutureExt;
@@ -226,14 +227,17 @@ impl<P: Protocol> MessageHandler<LocalAdapter, InOrder> for Inbound<P> {
         }
         match &self.queue {
             None => {
-                // In memory nothing waits: the handler completes within this poll.
-                let handled = AssertUnwindSafe(self.dispatch(&socket, &v))
-                    .catch_unwind()
-                    .now_or_never();
+                // In memory nothing waits: the handler completes within this one poll. The
+                // future is polled where it is built (no move of its state into wrappers: this
+                // is the relay's hot path).
+                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let handler = std::pin::pin!(self.dispatch(&socket, &v));
+                    handler.poll(&mut Context::from_waker(Waker::noop()))
+                }));
                 match handled {
-                    Some(Ok(())) => {}
-                    Some(Err(_)) => self.panicked(&socket, "event handler panicked; event ignored"),
-                    None => {
+                    Ok(Poll::Ready(())) => {}
+                    Err(_) => self.panicked(&socket, "event handler panicked; event ignored"),
+                    Ok(Poll::Pending) => {
                         stats::bad_input(P::NAME, "internal_error");
                         tracing::error!(protocol = P::NAME, sid = %socket.id, "event handler waited with the in-memory store; event abandoned");
                     }
