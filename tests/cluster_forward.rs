@@ -25,7 +25,7 @@ use signal_gateway::cluster::sessions::Directory;
 use signal_gateway::cluster::NodeId;
 use signal_gateway::config::{EngineConfig, Limits, Tls, TlsMode};
 use signal_gateway::endpoints::descriptors::Budget;
-use signal_gateway::endpoints::forward::Forwarder;
+use signal_gateway::endpoints::forward::{self, Forwarder};
 use signal_gateway::endpoints::{self, source, Endpoint, Timeouts};
 use socketioxide::extract::{Data, SocketRef};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -215,13 +215,8 @@ async fn connect_from(from: [u8; 4], to: SocketAddr, tls: bool) -> Box<dyn Io> {
     if !tls {
         return Box::new(tcp);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
+    // The nodes' self-signed certificates: the same unverified client the forwarding uses.
+    let config = forward::unverified_tls_client().expect("TLS client");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -662,53 +657,4 @@ async fn measure_forwarding_cost() {
         "of which the directory write: {:?} each",
         started.elapsed() / 200
     );
-}
-
-/// The test client's view of the nodes' self-signed certificates: any is fine.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

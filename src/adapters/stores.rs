@@ -116,7 +116,9 @@ impl Stores {
             .store
             .get_or_init(|| {
                 let reap: ReapGrace = Arc::new(super::mixed::reap_grace);
-                self.create_with(MIXED_REALM, mixed.departed.handler(), Some(reap))
+                // Its routes report the target's connector, which only Redis holds: no
+                // relay is checked in the node's own index.
+                self.create_with(MIXED_REALM, mixed.departed.handler(), Some(reap), false)
             })
             .clone();
         if let (Some(shared), Store::Shared(rooms)) = (&self.cluster, &*store) {
@@ -156,21 +158,22 @@ impl Stores {
 
     /// A realm's store, not yet recorded among the opened ones.
     fn create(&self, realm: &'static str, on_departed: OnDeparted<Reach>) -> Arc<Store<Reach>> {
-        self.create_with(realm, on_departed, None)
+        self.create_with(realm, on_departed, None, true)
     }
 
-    /// A realm's store whose members' grace on node death may differ (`reap_grace`).
+    /// A realm's store whose members' grace on node death may differ (`reap_grace`), and whose
+    /// relays between two of this node's connections may be checked here (`local_routes`).
     fn create_with(
         &self,
         realm: &'static str,
         on_departed: OnDeparted<Reach>,
         reap_grace: Option<ReapGrace>,
+        local_routes: bool,
     ) -> Arc<Store<Reach>> {
         let Some(shared) = &self.cluster else {
             return Arc::new(Store::in_memory(on_departed));
         };
         let redis = RedisStore::new(shared.conn.clone(), &shared.cluster, realm);
-        let local_routes = reap_grace.is_none();
         let rooms = SharedRooms::new(
             redis,
             realm,
@@ -178,7 +181,6 @@ impl Stores {
             ClusterLocator::new(realm, shared.link.clone()),
             on_departed,
             reap_grace,
-            // The mixed realm's routes report the target's connector, which only Redis holds.
             local_routes,
         );
         Arc::new(Store::Shared(rooms))

@@ -204,13 +204,7 @@ impl Forwarder {
             .cluster_secret()
             .await
             .context("forwarding of polling sessions between nodes")?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions for forwarding")?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth();
+        let config = unverified_tls_client().context("TLS client for forwarding")?;
         let label = listener.to_owned();
         let node = directory.node().as_str().to_owned();
         Ok(Arc::new(Self {
@@ -792,6 +786,19 @@ fn client_addr(req: &Request) -> SocketAddr {
         .or(peer.map(|p| p.ip()))
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     SocketAddr::new(ip, peer.map_or(0, |p| p.port()))
+}
+
+/// A TLS client configuration that accepts the other nodes' (usually self-signed) certificates
+/// without verifying them: see the module doc, authenticity comes from the MAC.
+pub fn unverified_tls_client() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+    )
 }
 
 /// Accepts any server certificate (see the module doc: authenticity comes from the MAC),

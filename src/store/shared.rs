@@ -327,15 +327,9 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             &req.name,
             &source,
         );
-        let result = match timed("join", self.redis.join(&args)).await {
-            Ok(result) => result,
-            Err(e) => {
-                held.undo();
-                self.failed("join", &e);
-                return Err(Refusal::Unavailable);
-            }
+        let Some(result) = self.under(&held, "join", self.redis.join(&args)).await else {
+            return Err(Refusal::Unavailable);
         };
-        self.reached();
         match result {
             JoinResult::Joined {
                 seq,
@@ -395,6 +389,27 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             local: &self.local,
             conn,
             before,
+        }
+    }
+
+    /// Runs the script `call` while `held` is in the index; an unreachable Redis undoes the
+    /// hold and is recorded (`None`).
+    async fn under<T>(
+        &self,
+        held: &Held<'_, H>,
+        action: &'static str,
+        call: impl std::future::Future<Output = Result<T, super::redis::StoreError>>,
+    ) -> Option<T> {
+        match timed(action, call).await {
+            Ok(result) => {
+                self.reached();
+                Some(result)
+            }
+            Err(e) => {
+                held.undo();
+                self.failed(action, &e);
+                None
+            }
         }
     }
 
@@ -592,15 +607,9 @@ impl<H: Handle + Send + Sync + 'static> SharedRooms<H> {
             &req.name,
             &source,
         );
-        let result = match timed("rebind", self.redis.rebind(&args)).await {
-            Ok(result) => result,
-            Err(e) => {
-                held.undo();
-                self.failed("rebind", &e);
-                return Err(RebindError::Unavailable);
-            }
+        let Some(result) = self.under(&held, "rebind", self.redis.rebind(&args)).await else {
+            return Err(RebindError::Unavailable);
         };
-        self.reached();
         let refused = match result {
             RebindResult::Rebound {
                 room,
