@@ -4,28 +4,26 @@
 //! `/ns?query` and the client never connects (over polling, `legacy.rs` rewrites the body).
 //!
 //! Only for those handshakes (Engine.IO v3, `transport=websocket`, no `sid`, and a query
-//! parameter of the application's own), the gateway accepts the WebSocket itself, opens an
-//! in-process HTTP/1.1 connection to its own router, upgrades that too, and pumps messages
-//! between the two, rewriting CONNECT packets on the way in. Every other request goes straight
-//! to the router, so the ordinary path pays nothing.
+//! parameter of the application's own), the gateway answers the handshake itself
+//! (`upgrade.rs`), gives socketioxide one end of an in-memory pipe with the client's request,
+//! and relays messages between the client's WebSocket and a client-side WebSocket on the
+//! pipe's other end, rewriting CONNECT packets on the way in. Every other request goes
+//! straight to socketioxide, so the ordinary path pays nothing.
 
-use std::net::SocketAddr;
-
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tower::ServiceExt;
 
-use super::{admission, legacy};
+use axum::extract::Request;
+use axum::http::header;
+
+use super::legacy;
+
+/// Most bytes in flight in each direction of the pipe to socketioxide (the pipe allocates
+/// only what is in flight; a larger message just waits for the other side to read).
+pub const PIPE_SIZE: usize = 16 * 1024;
 
 /// Query parameters Engine.IO and Socket.IO clients add themselves.
 const TRANSPORT_PARAMS: [&str; 6] = ["EIO", "transport", "t", "b64", "j", "sid"];
@@ -56,104 +54,33 @@ pub fn needs_proxy(req: &Request) -> bool {
         && params.iter().any(|(k, _)| !TRANSPORT_PARAMS.contains(k))
 }
 
-/// Middleware: proxies the handshakes [`needs_proxy`] selects to `inner`, passes the rest on.
-/// `max_message` is the engine's `max_payload`: the client side of the relay gets the same
-/// message and frame limits as the direct path (not tungstenite's 64 MiB / 16 MiB).
-pub async fn route(inner: Router, max_message: usize, req: Request, next: Next) -> Response {
-    if needs_proxy(&req) {
-        proxy(inner, max_message, req).await
-    } else {
-        next.run(req).await
-    }
+/// Relays between the `client`'s WebSocket and socketioxide's end of the pipe (`engine`)
+/// until either side closes. `max_message` is the engine's `max_payload`: the client side of
+/// the relay gets the same message and frame limits as the direct path (not tungstenite's
+/// 64 MiB / 16 MiB). Both sides read with the engine's `ws_read_buffer` (`read_buffer`):
+/// tungstenite's default is 128 KiB, allocated and zero-filled at the first read, which made
+/// each legacy connection cost over 256 KiB.
+pub async fn relay<C>(client: C, engine: DuplexStream, max_message: usize, read_buffer: usize)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let small = WebSocketConfig::default().read_buffer_size(read_buffer);
+    let limits = small
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let outer = WebSocketStream::from_raw_socket(client, Role::Server, Some(limits)).await;
+    let inner = WebSocketStream::from_raw_socket(engine, Role::Client, Some(small)).await;
+    pump(outer, inner).await;
 }
 
-async fn proxy(inner: Router, max_message: usize, mut req: Request) -> Response {
-    let outer_upgrade = hyper::upgrade::on(&mut req);
-    match handshake_inside(inner, req).await {
-        Ok((response, inner_upgrade)) => {
-            tokio::spawn(async move {
-                let (Ok(outer), Ok(inner)) = (outer_upgrade.await, inner_upgrade.await) else {
-                    tracing::debug!("legacy websocket proxy: an upgrade failed");
-                    return;
-                };
-                let limits = WebSocketConfig::default()
-                    .max_message_size(Some(max_message))
-                    .max_frame_size(Some(max_message));
-                let outer = WebSocketStream::from_raw_socket(
-                    TokioIo::new(outer),
-                    Role::Server,
-                    Some(limits),
-                )
-                .await;
-                let inner =
-                    WebSocketStream::from_raw_socket(TokioIo::new(inner), Role::Client, None).await;
-                pump(outer, inner).await;
-            });
-            response
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "legacy websocket proxy: inner handshake failed");
-            (StatusCode::BAD_GATEWAY, "websocket handshake failed").into_response()
-        }
-    }
-}
-
-/// Sends the client's handshake to `inner` over an in-process connection; returns the answer
-/// to give the client and the inner side's upgrade.
-async fn handshake_inside(
-    inner: Router,
-    req: Request,
-) -> Result<(Response, hyper::upgrade::OnUpgrade), hyper::Error> {
-    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    // The inner request comes from the same peer: keep its address and its admission
-    // record (the client behind a trusted proxy) for the routers.
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
-    let client = req.extensions().get::<admission::Client>().cloned();
-    tokio::spawn(async move {
-        let service = TowerToHyperService::new(inner.map_request(
-            move |mut req: hyper::Request<hyper::body::Incoming>| {
-                if let Some(peer) = peer {
-                    req.extensions_mut().insert(peer);
-                }
-                if let Some(client) = client.clone() {
-                    req.extensions_mut().insert(client);
-                }
-                req
-            },
-        ));
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(server_io), service)
-            .with_upgrades()
-            .await;
-    });
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let (parts, _) = req.into_parts();
-    let mut forward = hyper::Request::builder()
-        .method(parts.method)
-        .uri(parts.uri);
-    for (name, value) in &parts.headers {
-        forward = forward.header(name, value);
-    }
-    let forward = forward
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap_or_default();
-    let mut answer = sender.send_request(forward).await?;
-    let upgrade = hyper::upgrade::on(&mut answer);
-    let (parts, _) = answer.into_parts();
-    Ok((Response::from_parts(parts, Body::empty()), upgrade))
-}
-
-type Side<S> = WebSocketStream<TokioIo<S>>;
+type Side<S> = WebSocketStream<S>;
 
 /// Moves messages both ways until either side closes; CONNECT packets from the client lose
 /// the query in their namespace.
 async fn pump<O, I>(outer: Side<O>, inner: Side<I>)
 where
-    O: hyper::rt::Read + hyper::rt::Write + Unpin,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    O: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut to_client, mut from_client) = outer.split();
     let (mut to_server, mut from_server) = inner.split();
@@ -194,6 +121,7 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
 
     fn handshake(query: &str, upgrade: bool) -> Request {
         let mut b = Request::builder().uri(format!("/socket.io/?{query}"));

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::aborted_poll;
 use super::descriptors::{Budget, Permit, Spare};
+use super::slim;
 use super::timeouts::{self, Activity, Timeouts};
 
 /// A listen address that could not be bound; displays as
@@ -179,7 +180,9 @@ async fn http<S>(
     let busy_with = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let busy = busy_with.begin();
-        let mut req = req.map(Body::new);
+        // Before anything can keep a piece of the head (a clone of the URI or a header), so
+        // that nothing pins hyper's read buffer beyond this call (slim.rs).
+        let mut req = slim::owned_request(req.map(Body::new));
         req.extensions_mut().insert(ConnectInfo(peer));
         let response = aborted_poll::serve(router.clone(), req);
         async move {
@@ -219,7 +222,7 @@ async fn http<S>(
 /// A TCP stream holding its place in the descriptor budget for as long as it is open,
 /// including after an upgrade to WebSocket hands it to Socket.IO.
 /// Reads are reported to the connection's [`Activity`] (the start of a request head).
-struct Counted {
+pub(super) struct Counted {
     stream: TcpStream,
     activity: Arc<Activity>,
     _permit: Permit,

@@ -16,6 +16,7 @@ mod slim;
 pub mod source;
 mod timeouts;
 pub mod tls;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -166,11 +167,11 @@ pub fn build_with_forwarding(
         };
     }
     let max_body = usize::try_from(e.max_payload).unwrap_or(usize::MAX);
-    // Right in front of socketioxide: the request head it keeps for the socket's life is
-    // copied out of hyper's read buffer (see slim.rs).
-    let mut routes = routes.layer(layer).layer(tower::util::MapRequestLayer::new(
-        slim::owned_request::<axum::body::Body>,
-    ));
+    // Right in front of socketioxide: new WebSocket sessions are upgraded here and handed to
+    // it as a stream (upgrade.rs). (The request head was copied out of hyper's read buffer
+    // when it arrived: listener.rs.)
+    let take_over = upgrade::TakeOverLayer::new(&layer, max_body, e.ws_read_buffer);
+    let mut routes = routes.layer(layer).layer(take_over);
     if e.session_binding == SessionBinding::Address {
         // A polling session that stopped making requests this long is closed or upgraded.
         let expiry = (e.ping_interval + e.ping_timeout) * 2;
@@ -185,12 +186,9 @@ pub fn build_with_forwarding(
         }))
         .layer(axum::middleware::map_response(legacy::fix_response))
         .layer(cors(endpoint.origins.clone()));
-    let inner = router.clone();
     let admission = admission::Admission::new(&endpoint.name, &endpoint.limits);
-    admission.set_router(inner.clone());
-    let mut router = router.layer(axum::middleware::from_fn(move |req: Request, next| {
-        legacy_ws::route(inner.clone(), max_body, req, next)
-    }));
+    admission.set_router(router.clone());
+    let mut router = router;
     if let Some(fwd) = forward.clone() {
         // Inside admission (it resolved the client behind trusted proxies), outside every
         // fix and session binding: the owner applies them to the client's own request.
