@@ -416,7 +416,10 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             send_buffer: 4096,
             session_binding: SessionBinding::Address,
-            ws_read_buffer: 4096,
+            // Half socketioxide's 4096: 2 KiB less per idle WebSocket client, and relay
+            // throughput per server CPU second within the run-to-run noise of 4096 (bench/README.md,
+            // "Memory levers", lever B).
+            ws_read_buffer: 2048,
         }
     }
 }
