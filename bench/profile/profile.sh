@@ -44,7 +44,7 @@ start() { # prefix...
   "$@" "${server[@]}" >"$WORK/server.out" 2>&1 &
   SPID=$!
   for _ in $(seq 1 300); do
-    URL=$(grep -m1 -E "$pattern" "$WORK/server.out" 2>/dev/null | grep -oE 'http://[0-9.]+:[0-9]+' || true)
+    URL=$(grep -m1 -E "$pattern" "$WORK/server.out" 2>/dev/null | grep -oE 'http://[0-9.]+:[0-9]+' | head -1 || true)
     [ -n "$URL" ] && return 0
     sleep 0.1
   done
