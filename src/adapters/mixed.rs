@@ -38,6 +38,7 @@
 //! and finds the chatroom client's own connector in the link that client recorded with its
 //! offer or answer.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -259,7 +260,7 @@ impl RealmStore {
         self.store.waits()
     }
 
-    fn member_key(&self, id: &str) -> Arc<str> {
+    fn member_key<'a>(&self, id: &'a str) -> Cow<'a, str> {
         match &self.mixed {
             Some(_) => format!("{}{id}", self.side.prefix()).into(),
             None => id.into(),
@@ -279,7 +280,7 @@ impl RealmStore {
             return self.store.join(req).await;
         }
         req.room = self.room_key(&req.room);
-        req.member = self.member_key(&req.member);
+        req.member = self.member_key(&req.member).into();
         Ok(match self.store.join(req).await? {
             JoinOutcome::Joined(j) => JoinOutcome::Joined(Joined {
                 existing: j.existing.into_iter().map(strip_peer).collect(),
@@ -316,7 +317,8 @@ impl RealmStore {
         id: &str,
         link: Option<LinkNote>,
     ) -> Result<Route<Reach>, RouteError> {
-        let sid = Sid::from_str(id).ok();
+        // Parsed only where a socket id is looked up: not on a WebRtcRoom relay of its own realm.
+        let sid = || Sid::from_str(id).ok();
         let first = match self.side {
             Side::WebRtcRoom => {
                 let key = self.member_key(id);
@@ -324,7 +326,7 @@ impl RealmStore {
                     .route(conn, Target::Member(&key), link.clone())
                     .await
             }
-            Side::Chatroom => match sid {
+            Side::Chatroom => match sid() {
                 Some(sid) => {
                     self.store
                         .route(conn, Target::Conn(sid), link.clone())
@@ -335,7 +337,7 @@ impl RealmStore {
         };
         let route = match (first, self.mixed()) {
             (Err(RouteError::UnknownTarget), true) => match self.side {
-                Side::WebRtcRoom => match sid {
+                Side::WebRtcRoom => match sid() {
                     Some(sid) => self.store.route(conn, Target::Conn(sid), link).await,
                     None => Err(RouteError::UnknownTarget),
                 },
@@ -394,7 +396,7 @@ impl RealmStore {
             return self.store.rebind(req).await;
         }
         req.room = self.room_key(&req.room);
-        req.member = self.member_key(&req.member);
+        req.member = self.member_key(&req.member).into();
         let r = self.store.rebind(req).await?;
         Ok(Rebound {
             room: room_name(&r.room).into(),

@@ -358,29 +358,28 @@ impl<H: Handle> Rooms<H> {
         link: Option<LinkNote>,
     ) -> Result<Route<H>, RouteError> {
         self.store.transact(|t| {
+            // One lookup per member on the relay path; the target's entry is looked up again,
+            // mutably, only to record a link.
             let (sender, from) = t.member_by_conn(conn).ok_or(RouteError::NotJoined)?;
-            let (sender, sender_room, sender_epoch) =
-                (sender.clone(), from.room.clone(), from.epoch);
-            let target_key = match to {
-                Target::Member(key) => t.member(key).map(|_| Arc::<str>::from(key)),
-                Target::Conn(c) => t.member_by_conn(c).map(|(k, _)| k.clone()),
+            let (target_key, target) = match to {
+                Target::Member(key) => t.member_entry(key),
+                Target::Conn(c) => t.member_by_conn(c),
             }
             .ok_or(RouteError::UnknownTarget)?;
-            let target_connector = match (t.member(&target_key), t.member(&sender)) {
-                (Some(target), Some(from)) => from
-                    .links
-                    .iter()
-                    .rev()
-                    .find(|l| l.peer == target_key && l.peer_epoch == target.epoch)
-                    .map(|l| l.connector.clone()),
-                _ => None,
-            };
-            let target = t.member_mut(&target_key).ok_or(RouteError::UnknownTarget)?;
-            if target.room != sender_room {
+            if target.room != from.room {
                 return Err(RouteError::OtherRoom);
             }
             let handle = target.handle.clone().ok_or(RouteError::TargetAway)?;
+            let target_connector = from
+                .links
+                .iter()
+                .rev()
+                .find(|l| l.peer == *target_key && l.peer_epoch == target.epoch)
+                .map(|l| l.connector.clone());
+            let (sender, sender_epoch, target_key) =
+                (sender.clone(), from.epoch, target_key.clone());
             if let Some(note) = link {
+                let target = t.member_mut(&target_key).ok_or(RouteError::UnknownTarget)?;
                 target
                     .links
                     .retain(|l| !(l.peer == sender && l.stream == note.stream));

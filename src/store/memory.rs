@@ -24,7 +24,7 @@ impl<H> Default for MemoryStore<H> {
             table: Mutex::new(Table {
                 rooms: HashMap::new(),
                 members: HashMap::new(),
-                conns: HashMap::new(),
+                conns: HashMap::default(),
                 away: BTreeMap::new(),
                 away_seq: 0,
             }),
@@ -46,7 +46,10 @@ impl<H> MemoryStore<H> {
 pub struct Table<H> {
     rooms: HashMap<Arc<str>, Room>,
     members: HashMap<Arc<str>, Member<H>>,
-    conns: HashMap<ConnId, Arc<str>>,
+    /// Keyed by socket ids, which the server draws at random: hashed with foldhash rather
+    /// than SipHash (a relay looks the sender up here on every message), since clients
+    /// cannot choose these keys.
+    conns: HashMap<ConnId, Arc<str>, foldhash::fast::RandomState>,
     /// Rooms whose members are all away, by when they became so (oldest first): the rooms
     /// that may give way when a live join needs a room slot.
     away: BTreeMap<u64, Arc<str>>,
@@ -113,6 +116,11 @@ impl<H> Table<H> {
     /// The member with key `key`.
     pub fn member(&self, key: &str) -> Option<&Member<H>> {
         self.members.get(key)
+    }
+
+    /// The member with key `key`, with its key as stored (shared, not copied).
+    pub fn member_entry(&self, key: &str) -> Option<(&Arc<str>, &Member<H>)> {
+        self.members.get_key_value(key)
     }
 
     /// The room named `name`.
