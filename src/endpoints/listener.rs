@@ -157,13 +157,27 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
 ) {
     match tls {
-        Some(tls) => match tls.accept(stream, ()).await {
-            Ok((stream, ())) => http(stream, peer, activity, &how, shutdown).await,
-            Err(e) => {
-                tracing::debug!(listener = %how.name, %peer, error = %e, "TLS handshake failed")
-            }
-        },
+        // Boxed: the TLS handshake and the HTTP future over a TLS stream (rustls keeps its
+        // state inline) are larger than their plain counterparts, and the task of every plain
+        // connection would otherwise be sized for them.
+        Some(tls) => Box::pin(tls_connection(stream, peer, activity, how, tls, shutdown)).await,
         None => http(stream, peer, activity, &how, shutdown).await,
+    }
+}
+
+async fn tls_connection(
+    stream: Counted,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    how: Arc<Serve>,
+    tls: RustlsAcceptor<DefaultAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    match tls.accept(stream, ()).await {
+        Ok((stream, ())) => http(stream, peer, activity, &how, shutdown).await,
+        Err(e) => {
+            tracing::debug!(listener = %how.name, %peer, error = %e, "TLS handshake failed")
+        }
     }
 }
 
