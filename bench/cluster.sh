@@ -255,13 +255,7 @@ PY
 }
 
 disturbance() {
-  python3 - "$1" <<'PY' 2>/dev/null || echo 9
-import json, sys
-d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-v = (d.get("relay") or {}).get("other_cpu_util")
-if v is None: v = (d.get("server") or {}).get("other_cpu_util_joining")
-print(9 if v is None else v)
-PY
+  python3 bench/other_cpu.py "$1" 2>/dev/null || echo 9
 }
 
 LG_TIMEOUT=200

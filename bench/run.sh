@@ -255,14 +255,7 @@ PY
 
 # Cores used by other processes while the scenario measured (from the generator's JSON).
 disturbance() {
-  python3 - "$1" <<'PY' 2>/dev/null || echo 0
-import json, sys
-d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-v = (d.get("relay") or {}).get("other_cpu_util")
-if v is None: v = (d.get("churn") or {}).get("other_cpu_util")
-if v is None: v = (d.get("server") or {}).get("other_cpu_util_joining")
-print(v or 0)
-PY
+  python3 bench/other_cpu.py "$1" 2>/dev/null || echo 0
 }
 
 run_scenario() { # server protocol name loadgen-args...

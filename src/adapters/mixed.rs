@@ -267,6 +267,15 @@ impl RealmStore {
         }
     }
 
+    /// A join's or rebind's room and member as this realm stores them: left as they are (the
+    /// same `Arc`s, nothing copied) unless rooms are shared across protocols.
+    fn realm_keys(&self, room: &mut Arc<str>, member: &mut Arc<str>) {
+        if let Some(rules) = &self.mixed {
+            *room = rules.room_key(self.side, room);
+            *member = self.member_key(member).into_owned().into();
+        }
+    }
+
     fn room_key(&self, name: &str) -> Arc<str> {
         match &self.mixed {
             Some(rules) => rules.room_key(self.side, name),
@@ -279,8 +288,7 @@ impl RealmStore {
         if self.mixed.is_none() {
             return self.store.join(req).await;
         }
-        req.room = self.room_key(&req.room);
-        req.member = self.member_key(&req.member).into();
+        self.realm_keys(&mut req.room, &mut req.member);
         Ok(match self.store.join(req).await? {
             JoinOutcome::Joined(j) => JoinOutcome::Joined(Joined {
                 existing: j.existing.into_iter().map(strip_peer).collect(),
@@ -395,8 +403,7 @@ impl RealmStore {
         if self.mixed.is_none() {
             return self.store.rebind(req).await;
         }
-        req.room = self.room_key(&req.room);
-        req.member = self.member_key(&req.member).into();
+        self.realm_keys(&mut req.room, &mut req.member);
         let r = self.store.rebind(req).await?;
         Ok(Rebound {
             room: room_name(&r.room).into(),
