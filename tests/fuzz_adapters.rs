@@ -29,12 +29,26 @@ use tokio::sync::mpsc::{Receiver, Sender};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
+/// What panicked and where, kept for the failure message: a handler's panic is printed on a
+/// runtime thread whose output the test harness may not show.
+static PANIC_MESSAGES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 fn count_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         PANICS.fetch_add(1, Ordering::SeqCst);
+        let thread = std::thread::current();
+        let message = format!("thread {:?}: {info}", thread.name());
+        if let Ok(mut messages) = PANIC_MESSAGES.lock() {
+            messages.push(message);
+        }
         previous(info);
     }));
+}
+
+/// The panics seen so far, for an assertion's message.
+fn panic_messages() -> Vec<String> {
+    PANIC_MESSAGES.lock().map(|m| m.clone()).unwrap_or_default()
 }
 
 fn limits() -> Limits {
@@ -413,7 +427,12 @@ async fn webrtcroom_survives_arbitrary_payloads() {
         },
     )
     .await;
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "a handler panicked: {:?}",
+        panic_messages()
+    );
 
     // A fresh pair still works. Joins of different sockets are not ordered with each
     // other: A's `created` must arrive before B joins.
@@ -557,7 +576,12 @@ async fn chatroom_survives_arbitrary_payloads() {
         },
     )
     .await;
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "a handler panicked: {:?}",
+        panic_messages()
+    );
 
     let mut a = Client::connect(&io).await;
     let mut b = Client::connect(&io).await;
@@ -709,7 +733,12 @@ async fn mixed_room_chatroom_sender_never_reaches_past_its_room() {
         },
     )
     .await;
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "a handler panicked: {:?}",
+        panic_messages()
+    );
 }
 
 /// A WebRtcRoom member X fuzzes a mixed room whose other member Y is a chatroom client: Y
@@ -808,5 +837,10 @@ async fn mixed_room_webrtcroom_sender_never_reaches_past_its_room() {
         },
     )
     .await;
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "a handler panicked: {:?}",
+        panic_messages()
+    );
 }
