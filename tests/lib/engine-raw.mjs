@@ -51,3 +51,20 @@ export function post(base, sid, packet, { eio = 4, from, headers, agent } = {}) 
 export function poll(base, sid, { eio = 4, from, headers, ms, agent } = {}) {
   return request(base, { path: `/socket.io/?EIO=${eio}&transport=polling&sid=${sid}`, from, headers, ms, agent });
 }
+
+/**
+ * Polls a session until what it received matches `pattern`, and returns all of it (packets
+ * joined by \x1e). One poll is not enough to wait for a packet: engineioxide pings a v4 session
+ * as soon as it opens, and a poll that finds that ping queued returns with it alone.
+ */
+export async function pollUntil(base, sid, pattern, { eio = 4, from, headers, agent, ms = 5_000 } = {}) {
+  const deadline = Date.now() + ms;
+  const received = [];
+  while (Date.now() < deadline) {
+    const answer = await poll(base, sid, { eio, from, headers, agent, ms: Math.max(deadline - Date.now(), 1) });
+    if (answer.status !== 200) break;
+    received.push(answer.body);
+    if (pattern.test(received.join('\x1e'))) break;
+  }
+  return received.join('\x1e');
+}
