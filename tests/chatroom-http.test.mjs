@@ -9,6 +9,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { ROOT } from './lib/gateway.mjs';
 import { startTestGateway, withTimeout, EventQueue } from './lib/scenario.mjs';
+import { untilJoined } from './lib/chatroom-scenario.mjs';
 
 const require = createRequire(import.meta.url);
 const { io } = require('socket.io-client');
@@ -129,7 +130,7 @@ describe('chatroom serving the built client (static_dir)', () => {
     const b = await client(base, 'B');
     try {
       a.socket.emit('join', { id: 'static-uA', username: 'alice', roomname: 'static-room' });
-      await new Promise((r) => setTimeout(r, 100));
+      await untilJoined(base, 'alice', 'static-room');
       b.socket.emit('join', { id: 'static-uB', username: 'bob', roomname: 'static-room' });
       const ev = await a.queue.next(5000, 'getOffer for B');
       assert.deepStrictEqual(ev, ['getOffer', { memberId: b.socket.id }]);
@@ -202,7 +203,7 @@ describe('chatroom CORS on the Engine.IO transport', () => {
     const b = await client(base, 'B', { transports: ['polling'], extraHeaders: { Origin: ORIGIN } });
     try {
       a.socket.emit('join', { id: 'cors-uA', username: 'a', roomname: 'cors' });
-      await new Promise((r) => setTimeout(r, 100));
+      await untilJoined(base, 'a', 'cors');
       b.socket.emit('join', { id: 'cors-uB', username: 'b', roomname: 'cors' });
       assert.deepStrictEqual(await a.queue.next(5000, 'getOffer'), ['getOffer', { memberId: b.socket.id }]);
     } finally {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { ROOT } from './lib/gateway.mjs';
 import { loadScenarios, replay, startTestGateway, metricValue, withTimeout, EventQueue } from './lib/scenario.mjs';
-import { chatroomFactory, assertReleased } from './lib/chatroom-scenario.mjs';
+import { chatroomFactory, assertReleased, untilJoined } from './lib/chatroom-scenario.mjs';
 
 const require = createRequire(import.meta.url);
 const { io } = require('socket.io-client');
@@ -109,7 +109,7 @@ test('bad input changes nothing, garbage frames harm nobody, and a fresh trio st
     const w1 = await sioClient(gw.urls.chatroom, 'W1');
     const w2 = await sioClient(gw.urls.chatroom, 'W2');
     w1.socket.emit('join', { id: 'watch-1', username: 'w1', roomname: 'watch' });
-    await sleep(100);
+    await untilJoined(gw.urls.chatroom, 'w1', 'watch');
     w2.socket.emit('join', { id: 'watch-2', username: 'w2', roomname: 'watch' });
     assert.deepStrictEqual(await w1.queue.next(5000, 'getOffer'), ['getOffer', { memberId: w2.id }]);
 
@@ -209,6 +209,7 @@ test('without max_room_size a room takes many members, each announced to all bef
       const c = await sioClient(gw.urls.chatroom, `M${i}`);
       clients.push(c);
       c.socket.emit('join', { id: `many-${i}`, username: `m${i}`, roomname: 'many' });
+      if (i === 0) await untilJoined(gw.urls.chatroom, 'm0', 'many');
       for (const earlier of clients.slice(0, i)) {
         assert.deepStrictEqual(await earlier.queue.next(5000, `getOffer for M${i}`), ['getOffer', { memberId: c.id }]);
       }

@@ -20,6 +20,7 @@ import path from 'node:path';
 import { ROOT } from './lib/gateway.mjs';
 import { socketIoV2Factory, socketIoV4Factory, connectClient, withTimeout, EventQueue } from './lib/scenario.mjs';
 import { startRedis, startCluster, redisMissing, freePort } from './lib/cluster.mjs';
+import { untilJoined } from './lib/chatroom-scenario.mjs';
 import { browserMissing, launchBrowser, demoUrl, openTab, waitAll, meshConnected } from './lib/browser.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -233,7 +234,7 @@ test('nginx round robin, no sticky sessions: socket.io 4.x polling-only chatroom
   const b = await connectClient(mk, 'b');
   try {
     a.emit('join', { id: 'na', username: 'na', roomname: 'ng' });
-    await sleep(200);
+    await untilJoined(`http://127.0.0.1:${ports.chatPort}`, 'na', 'ng');
     b.emit('join', { id: 'nb', username: 'nb', roomname: 'ng' });
     assert.deepEqual(await a.queue.next(8000, 'getOffer'), ['getOffer', { memberId: b.id }]);
     a.emit('offer', { connectorId: 'c1', memberId: b.id, offer: { type: 'offer', sdp: 'v=0\r\n' }, streamType: 'user' });

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
 import { ROOT, startGateway } from './lib/gateway.mjs';
 import { loadScenarios, replay, socketIoV2Factory, socketIoV4Factory, connectClient, metricValue, eventually, withTimeout } from './lib/scenario.mjs';
-import { chatroomFactory } from './lib/chatroom-scenario.mjs';
+import { chatroomFactory, untilJoined } from './lib/chatroom-scenario.mjs';
 import { startRedis, startCluster, redisMissing } from './lib/cluster.mjs';
 
 const skip = redisMissing();
@@ -125,12 +125,12 @@ test('cluster: per-sender order across nodes under closed-loop load; rooms stay 
 
 // Full mesh A (node 1), B (node 2), C (node 3) in room y: A-B linked by A's offer (cAB/cBA),
 // B-C by B's offer (cBC/cCB).
-async function chatMesh(v4, prefix = '') {
+async function chatMesh(cluster, v4, prefix = '') {
   const A = await v4(0, 'A');
   const B = await v4(1, 'B');
   const C = await v4(2, 'C');
   A.emit('join', { id: `${prefix}uA`, username: 'a', roomname: 'y' });
-  await sleep(100);
+  await untilJoined(cluster.nodes[2].urls.chatroom, 'a', 'y');
   B.emit('join', { id: `${prefix}uB`, username: 'b', roomname: 'y' });
   assert.deepEqual(await A.queue.next(5000, 'getOffer B'), ['getOffer', { memberId: B.id }]);
   C.emit('join', { id: `${prefix}uC`, username: 'c', roomname: 'y' });
@@ -175,7 +175,7 @@ test('cluster chatroom: the node holding a member is SIGKILLed; its linked peers
   const GRACE = 2000;
   const TIMEOUT = 2000;
   const { cluster, v4 } = await setup(t, { nodeTimeout: `${TIMEOUT / 1000}s` });
-  const { A, B, C } = await chatMesh(v4);
+  const { A, B, C } = await chatMesh(cluster, v4);
   const t0 = Date.now();
   await cluster.kill(1);
   const [la, lc] = await Promise.all([
@@ -261,7 +261,7 @@ test('cluster webrtcroom: SIGTERM of a node; survivors hear the departures at on
 
 test('cluster: Redis killed and restarted empty; no node crashes, /readyz follows Redis, joins are refused as unavailable, members are restored', { skip, timeout: 90_000 }, async (t) => {
   const { redis, cluster, v4 } = await setup(t, { nodeTimeout: '2s' });
-  const { A, B } = await chatMesh(v4, 'r');
+  const { A, B } = await chatMesh(cluster, v4, 'r');
   const ready = (g) => fetch(`${g.urls.admin}/readyz`).then((r) => r.status);
   assert.deepEqual(await Promise.all(cluster.nodes.map(ready)), [200, 200, 200]);
 

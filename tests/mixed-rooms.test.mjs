@@ -14,12 +14,12 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  replay, startTestGateway, socketIoV2Factory, socketIoV4Factory, metricValue, eventually,
+  replay, startTestGateway, socketIoV2Factory, metricValue, eventually,
 } from './lib/scenario.mjs';
 import path from 'node:path';
 import { ROOT } from './lib/gateway.mjs';
 import { loadScenarios } from './lib/scenario.mjs';
-import { normalizeEvent, chatroomFactory, assertReleased } from './lib/chatroom-scenario.mjs';
+import { chatroomFactory, assertReleased } from './lib/chatroom-scenario.mjs';
 import { startClusterWithRedis as startCluster } from './lib/cluster.mjs';
 
 const STEP_TIMEOUT_MS = 10_000;
@@ -31,14 +31,8 @@ const GRACE_MS = 2_000; // chatroom.reconnect_grace in tests/fixtures/test.toml
  */
 function mixedFactory(gw, transports, cgw = gw) {
   const w = socketIoV2Factory(gw.urls.webrtcroom, { transports });
-  const c = socketIoV4Factory(cgw.urls.chatroom, { transports });
-  return async (name) => {
-    if (name.startsWith('W')) return w(name);
-    const client = await c(name);
-    const onEvent = client.onEvent;
-    client.onEvent = (cb) => onEvent((event, args) => cb(event, normalizeEvent(event, args)));
-    return client;
-  };
+  const c = chatroomFactory(cgw, { transports });
+  return (name) => (name.startsWith('W') ? w(name) : c(name));
 }
 
 const SDP_O = 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n';
@@ -47,6 +41,12 @@ const CAND = 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host';
 const CAND2 = 'candidate:2 1 udp 2122260223 127.0.0.1 50002 typ host';
 // Chatroom ids are unique per room: a closed client's member stays away for the grace period.
 const join = (c, room) => ({ client: c, emit: ['join', { id: `uid-${c}-${room}`, username: c, roomname: room }] });
+// A chatroom joiner gets no answer: before another client acts on a join, the scenario asks
+// /checkUsername (of the joiner's node) until the name is taken.
+const joined = (c, room) => [
+  { client: 'http', emit: ['GET', '/checkUsername', {}, { query: { username: c, roomname: room }, until: { success: true, isRepeat: true } }] },
+  { client: 'http', expect: ['response', 200, { success: true, isRepeat: true }] },
+];
 const create = (w, room) => ({ client: w, emit: ['createAndJoinRoom', { room }] });
 const wConn = (w) => `webrtcroom:<id:${w}>`;
 
@@ -111,10 +111,11 @@ const SCENARIOS = [
   },
   {
     name: 'C then W: the WebRtcRoom joiner offers to the chatroom member; early candidates wait for no one; leave reaches W as exit',
-    clients: ['C1', 'W1'],
+    clients: ['http', 'C1', 'W1'],
     steps: [
       join('C1', 'mix'),
       { quiet: 150 },
+      ...joined('C1', 'mix'),
       create('W1', 'mix'),
       { client: 'W1', expect: ['created', { id: '<id:W1>', room: 'mix', peers: [{ id: '<id:C1>' }] }] },
       { quiet: 150 },
@@ -157,6 +158,7 @@ const SCENARIOS = [
     name: 'C W C: the second chatroom joiner is asked to offer to the WebRtcRoom member; its grace expiry reaches both',
     steps: [
       join('C1', 'mix'),
+      ...joined('C1', 'mix'),
       { client: 'W1', connect: true },
       create('W1', 'mix'),
       { client: 'W1', expect: ['created', { id: '<id:W1>', room: 'mix', peers: [{ id: '<id:C1>' }] }] },
@@ -322,6 +324,7 @@ describe('cross-protocol rooms off (the default)', () => {
         { client: 'W1', expect: ['created', { id: '<id:W1>', room: 'mix', peers: [] }] },
         join('C1', 'mix'),
         { quiet: 200 },
+        ...joined('C1', 'mix'),
         create('W2', 'mix'),
         { client: 'W1', expect: ['joined', { id: '<id:W2>', room: 'mix' }] },
         { client: 'W2', expect: ['created', { id: '<id:W2>', room: 'mix', peers: [{ id: '<id:W1>' }] }] },

@@ -7,6 +7,13 @@
 //       {"client":"http","expect":["response",200,{"success":true,"isRepeat":false}]}
 //     The response body is parsed as JSON when the Content-Type says so, otherwise it arrives
 //     as {"text": "..."}; a JSON error body must have Content-Type application/json.
+//     A fourth argument {"until": body} repeats the request (every 25 ms, for up to 5 s) until
+//     the body is exactly `body`, and then delivers that response (or the last one): the way
+//     a scenario waits for a join that gets no answer to reach the server before another
+//     client acts on it.
+//       {"client":"http","emit":["GET","/checkUsername?username=a&roomname=x",{},{"until":{"success":true,"isRepeat":true}}]}
+//     With {"query": {...}} in that argument, its entries are added to the path's query string
+//     (percent-encoded), so that a test can rewrite room names as plain JSON strings.
 //   - any name starting with "metrics": reads one value from the admin /metrics endpoint,
 //     summed over samples labelled protocol="chatroom" (and any labels given).
 //       {"client":"metrics","emit":["gauge","gateway_members"]}
@@ -18,6 +25,7 @@
 // an HTTP error body. So a non-empty string `message` in an `error` event whose type is not
 // "repeat", or in an HTTP body with status >= 400, is seen by the scenario as "<text>". An
 // empty or non-string message stays as it is, and so fails the comparison.
+import { isDeepStrictEqual } from 'node:util';
 import { socketIoV4Factory, withTimeout, metricValue } from './scenario.mjs';
 
 export const FREE_TEXT = '<text>';
@@ -62,14 +70,27 @@ function httpClient(name, base) {
   return {
     name,
     id: null,
-    emit(method, path, headers = {}) {
-      withTimeout(fetch(base + path, { method, headers }), 5000, `${name} ${method} ${path}`)
-        .then(async (res) => {
-          const type = res.headers.get('content-type') ?? '';
-          const text = await res.text();
-          let body = type.includes('application/json') ? JSON.parse(text) : { text };
-          if (res.status >= 400 && body && typeof body === 'object') body = withFreeMessage(body);
-          if (!closed) sink('response', [res.status, body]);
+    emit(method, path, headers = {}, { until, query } = {}) {
+      if (query) path += (path.includes('?') ? '&' : '?') + new URLSearchParams(query);
+      const once = async () => {
+        const res = await withTimeout(fetch(base + path, { method, headers }), 5000, `${name} ${method} ${path}`);
+        const type = res.headers.get('content-type') ?? '';
+        const text = await res.text();
+        let body = type.includes('application/json') ? JSON.parse(text) : { text };
+        if (res.status >= 400 && body && typeof body === 'object') body = withFreeMessage(body);
+        return [res.status, body];
+      };
+      (async () => {
+        const deadline = Date.now() + 5000;
+        let response = await once();
+        while (until !== undefined && !isDeepStrictEqual(response[1], until) && Date.now() < deadline && !closed) {
+          await new Promise((r) => setTimeout(r, 25));
+          response = await once();
+        }
+        return response;
+      })()
+        .then((response) => {
+          if (!closed) sink('response', response);
         })
         .catch((e) => {
           if (!closed) sink('http_error', [String(e?.message ?? e)]);
@@ -135,4 +156,21 @@ export async function assertReleased(gw, ms = 6000) {
     view = `unavailable (${e?.message ?? e})`;
   }
   throw new Error(`chatroom rooms and members not back to 0 within ${ms} ms: gauges ${JSON.stringify(gauges)}; admin /api/rooms chatroom view: ${view}`);
+}
+
+/**
+ * Resolves once `GET base/checkUsername` says `username` is taken in `roomname`: a join gets no
+ * answer, so this is how a test knows it reached the server (in a cluster, any node's
+ * `base` will do) before another client acts on it. Rejects after `ms`.
+ */
+export async function untilJoined(base, username, roomname, ms = 5000) {
+  const url = `${base}/checkUsername?${new URLSearchParams({ username, roomname })}`;
+  const deadline = Date.now() + ms;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await withTimeout(fetch(url).then((r) => r.text()), 5000, `GET ${url}`);
+    if (last === '{"success":true,"isRepeat":true}') return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`${username} not in room ${roomname} within ${ms} ms (last /checkUsername answer: ${last})`);
 }

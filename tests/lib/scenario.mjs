@@ -45,6 +45,7 @@ export class EventQueue {
   constructor(name) {
     this.name = name;
     this.items = [];
+    this.arrivals = []; // performance.now() at which each queued item arrived
     this.seen = [];
     this.waiter = null;
   }
@@ -57,12 +58,16 @@ export class EventQueue {
       w(item);
     } else {
       this.items.push(item);
+      this.arrivals.push(performance.now());
     }
   }
   /** The next event, or a rejection after `timeoutMs`. */
   next(timeoutMs, what = 'an event') {
     if (what.length > 300) what = `${what.slice(0, 300)}…`;
-    if (this.items.length) return Promise.resolve(this.items.shift());
+    if (this.items.length) {
+      this.arrivals.shift();
+      return Promise.resolve(this.items.shift());
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = null;
@@ -76,7 +81,14 @@ export class EventQueue {
   }
   /** Removes and returns whatever is queued. */
   drain() {
+    this.arrivals.splice(0);
     return this.items.splice(0);
+  }
+  /** Removes and returns what arrived at or before `time` (a performance.now() value). */
+  drainUntil(time) {
+    const n = this.arrivals.filter((t) => t <= time).length;
+    this.arrivals.splice(0, n);
+    return this.items.splice(0, n);
   }
 }
 
@@ -121,9 +133,11 @@ export async function replay(scenario, factory, { stepTimeoutMs = 5000, quietMs 
     queues[name] = client.queue;
     ids[name] = client.id;
   };
-  const assertQuiet = (when) => {
+  // `until`: only what arrived by then counts (a quiet period that overran because this process
+  // was held up leaves later events to the next steps).
+  const assertQuiet = (when, until) => {
     for (const [name, q] of Object.entries(queues)) {
-      const extra = q.drain();
+      const extra = until === undefined ? q.drain() : q.drainUntil(until);
       assert.deepStrictEqual(extra, [], `${label}: ${when}: client ${name} received unexpected events ${brief(extra)}`);
     }
   };
@@ -134,8 +148,9 @@ export async function replay(scenario, factory, { stepTimeoutMs = 5000, quietMs 
       if ('note' in step && Object.keys(step).length === 1) continue;
       if ('quiet' in step) {
         assertQuiet(`${where} (before)`);
+        const start = performance.now();
         await sleep(step.quiet);
-        assertQuiet(where);
+        assertQuiet(where, start + step.quiet);
         continue;
       }
       const name = step.client;
