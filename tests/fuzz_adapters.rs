@@ -12,7 +12,7 @@
 //! `FUZZ_CASES` sets the number of inputs per protocol (default 3000; the long run in the
 //! README uses 1,000,000 with `--release`), `FUZZ_SEED` replays a run.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use engineioxide::Packet;
@@ -27,28 +27,48 @@ use signal_gateway::config::{CrossProtocolConfig, Limits, ProtocolConfig};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc::{Receiver, Sender};
 
-static PANICS: AtomicUsize = AtomicUsize::new(0);
+/// Every panic seen in this process: the name of the thread it happened on, and its message.
+/// A handler's panic is printed on a runtime thread whose output the test harness may not show,
+/// so the message goes into the failure text.
+static PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
-/// What panicked and where, kept for the failure message: a handler's panic is printed on a
-/// runtime thread whose output the test harness may not show.
-static PANIC_MESSAGES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-fn count_panics() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
-        let thread = std::thread::current();
-        let message = format!("thread {:?}: {info}", thread.name());
-        if let Ok(mut messages) = PANIC_MESSAGES.lock() {
-            messages.push(message);
-        }
-        previous(info);
-    }));
+/// Each test runs on a runtime of its own whose threads carry the test's name, so that a test
+/// counts the panics of its own handlers only. (One counter for the whole binary, with a hook
+/// installed by every test, once failed two tests for a panic of unknown origin, counted three
+/// times.)
+fn on_own_runtime(name: &'static str, test: impl std::future::Future<Output = ()>) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            if let Ok(mut panics) = PANICS.lock() {
+                panics.push((thread, info.to_string()));
+            }
+            previous(info);
+        }));
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("a runtime for the test")
+        .block_on(test);
 }
 
-/// The panics seen so far, for an assertion's message.
-fn panic_messages() -> Vec<String> {
-    PANIC_MESSAGES.lock().map(|m| m.clone()).unwrap_or_default()
+/// Fails if a thread of runtime `name` (a handler or a task of socketioxide) has panicked.
+fn assert_no_handler_panicked(name: &str) {
+    let panics: Vec<String> = PANICS
+        .lock()
+        .map(|p| {
+            p.iter()
+                .filter(|(thread, _)| thread == name)
+                .map(|(_, message)| message.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(panics.is_empty(), "a handler panicked: {panics:?}");
 }
 
 fn limits() -> Limits {
@@ -325,9 +345,16 @@ async fn fuzz(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webrtcroom_survives_arbitrary_payloads() {
-    count_panics();
+#[test]
+fn webrtcroom_survives_arbitrary_payloads() {
+    on_own_runtime(
+        "webrtcroom_survives_arbitrary_payloads",
+        webrtcroom_survives_arbitrary_payloads_on_runtime(),
+    );
+}
+
+async fn webrtcroom_survives_arbitrary_payloads_on_runtime() {
+    const RUNTIME: &str = "webrtcroom_survives_arbitrary_payloads";
     let seed = seed();
     println!("FUZZ_SEED={seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -427,12 +454,7 @@ async fn webrtcroom_survives_arbitrary_payloads() {
         },
     )
     .await;
-    assert_eq!(
-        PANICS.load(Ordering::SeqCst),
-        0,
-        "a handler panicked: {:?}",
-        panic_messages()
-    );
+    assert_no_handler_panicked(RUNTIME);
 
     // A fresh pair still works. Joins of different sockets are not ordered with each
     // other: A's `created` must arrive before B joins.
@@ -456,9 +478,16 @@ async fn webrtcroom_survives_arbitrary_payloads() {
     assert!(before.iter().all(|(n, _)| n == "joined"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chatroom_survives_arbitrary_payloads() {
-    count_panics();
+#[test]
+fn chatroom_survives_arbitrary_payloads() {
+    on_own_runtime(
+        "chatroom_survives_arbitrary_payloads",
+        chatroom_survives_arbitrary_payloads_on_runtime(),
+    );
+}
+
+async fn chatroom_survives_arbitrary_payloads_on_runtime() {
+    const RUNTIME: &str = "chatroom_survives_arbitrary_payloads";
     let seed = seed();
     println!("FUZZ_SEED={seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -576,12 +605,7 @@ async fn chatroom_survives_arbitrary_payloads() {
         },
     )
     .await;
-    assert_eq!(
-        PANICS.load(Ordering::SeqCst),
-        0,
-        "a handler panicked: {:?}",
-        panic_messages()
-    );
+    assert_no_handler_panicked(RUNTIME);
 
     let mut a = Client::connect(&io).await;
     let mut b = Client::connect(&io).await;
@@ -630,9 +654,16 @@ fn mixed_io() -> SocketIo {
 /// A chatroom member X fuzzes a mixed room whose other member Y speaks WebRtcRoom: whatever
 /// X sends, Y gets only well-formed WebRtcRoom events that name X, and nothing reaches the
 /// room "other" (a WebRtcRoom member Z there, in a room that is not shared).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_room_chatroom_sender_never_reaches_past_its_room() {
-    count_panics();
+#[test]
+fn mixed_room_chatroom_sender_never_reaches_past_its_room() {
+    on_own_runtime(
+        "mixed_room_chatroom_sender_never_reaches_past_its_room",
+        mixed_room_chatroom_sender_never_reaches_past_its_room_on_runtime(),
+    );
+}
+
+async fn mixed_room_chatroom_sender_never_reaches_past_its_room_on_runtime() {
+    const RUNTIME: &str = "mixed_room_chatroom_sender_never_reaches_past_its_room";
     let seed = seed();
     println!("FUZZ_SEED={seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -733,19 +764,21 @@ async fn mixed_room_chatroom_sender_never_reaches_past_its_room() {
         },
     )
     .await;
-    assert_eq!(
-        PANICS.load(Ordering::SeqCst),
-        0,
-        "a handler panicked: {:?}",
-        panic_messages()
-    );
+    assert_no_handler_panicked(RUNTIME);
 }
 
 /// A WebRtcRoom member X fuzzes a mixed room whose other member Y is a chatroom client: Y
 /// gets only chatroom events from X, naming X, and nothing reaches the room "other".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_room_webrtcroom_sender_never_reaches_past_its_room() {
-    count_panics();
+#[test]
+fn mixed_room_webrtcroom_sender_never_reaches_past_its_room() {
+    on_own_runtime(
+        "mixed_room_webrtcroom_sender_never_reaches_past_its_room",
+        mixed_room_webrtcroom_sender_never_reaches_past_its_room_on_runtime(),
+    );
+}
+
+async fn mixed_room_webrtcroom_sender_never_reaches_past_its_room_on_runtime() {
+    const RUNTIME: &str = "mixed_room_webrtcroom_sender_never_reaches_past_its_room";
     let seed = seed();
     println!("FUZZ_SEED={seed}");
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -837,10 +870,5 @@ async fn mixed_room_webrtcroom_sender_never_reaches_past_its_room() {
         },
     )
     .await;
-    assert_eq!(
-        PANICS.load(Ordering::SeqCst),
-        0,
-        "a handler panicked: {:?}",
-        panic_messages()
-    );
+    assert_no_handler_panicked(RUNTIME);
 }
