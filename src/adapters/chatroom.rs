@@ -307,10 +307,9 @@ fn refused_by(kind: &'static str, reason: &'static str, message: impl Into<Strin
     }
 }
 
-/// Parses an event's payload object into `T`, or refuses it as `invalid`.
-/// Decodes the payload object as `T` in one pass over its bytes: `T` keeps what it forwards as
-/// `RawValue`s, so the whole object is checked while it is decoded (a first pass to check it
-/// as a `RawValue` cost 13 % of a relay's instructions).
+/// Parses an event's payload object into `T`, or refuses it as `invalid`. One pass over its
+/// bytes: `T` keeps what it forwards as `RawValue`s, so the whole object is checked while it is
+/// decoded (a first pass to check it as a `RawValue` cost 13 % of a relay's instructions).
 fn parse<'a, T: Deserialize<'a>>(frame: &EventFrame<'a>, what: &str) -> Result<T, Refused> {
     let not_object = || refused("invalid", format!("{what}: payload must be an object"));
     if !frame.starts_with(b'{') {

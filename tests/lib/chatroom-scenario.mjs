@@ -26,7 +26,7 @@
 // "repeat", or in an HTTP body with status >= 400, is seen by the scenario as "<text>". An
 // empty or non-string message stays as it is, and so fails the comparison.
 import { isDeepStrictEqual } from 'node:util';
-import { socketIoV4Factory, withTimeout, metricValue } from './scenario.mjs';
+import { socketIoV4Factory, withTimeout, metricValue, eventually } from './scenario.mjs';
 
 export const FREE_TEXT = '<text>';
 
@@ -165,12 +165,9 @@ export async function assertReleased(gw, ms = 6000) {
  */
 export async function untilJoined(base, username, roomname, ms = 5000) {
   const url = `${base}/checkUsername?${new URLSearchParams({ username, roomname })}`;
-  const deadline = Date.now() + ms;
-  let last = null;
-  while (Date.now() < deadline) {
-    last = await withTimeout(fetch(url).then((r) => r.text()), 5000, `GET ${url}`);
-    if (last === '{"success":true,"isRepeat":true}') return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${username} not in room ${roomname} within ${ms} ms (last /checkUsername answer: ${last})`);
+  await eventually(async () => {
+    const answer = await withTimeout(fetch(url).then((r) => r.text()), 5000, `GET ${url}`);
+    if (answer !== '{"success":true,"isRepeat":true}') throw new Error(`/checkUsername answered ${answer}`);
+    return true;
+  }, ms, `${username} in room ${roomname}`);
 }
