@@ -13,6 +13,7 @@ import { startGateway } from './lib/gateway.mjs';
 import { eventually, metricValue, withTimeout } from './lib/scenario.mjs';
 import { handshake, poll, pollUntil, post } from './lib/engine-raw.mjs';
 import { startFlood } from './lib/handshake-flood.mjs';
+import WebSocket from 'ws';
 
 const require = createRequire(import.meta.url);
 const ioV2 = require('socket.io-client-v2');
@@ -161,6 +162,40 @@ test('a real polling client that stays connected without joining is not closed b
     await chatJoin(c, 'later', 'late');
     w.close(); c.close();
   } finally {
+    await gw.stop();
+  }
+});
+
+// The connect (and with it the check for an abandoned handshake) may be handled after the
+// client's upgrade request; a session that then finishes its upgrade never polls again.
+test('a session that upgrades to WebSocket while its connect is handled is not closed by handshake_timeout', async () => {
+  const gw = await startGateway({ sets: ['limits.handshake_timeout=1s'] });
+  let ws;
+  try {
+    const base = gw.urls.chatroom;
+    const h = await handshake(base, { eio: 4 });
+    await poll(base, h.sid, { eio: 4 }); // the server's first ping
+    ws = new WebSocket(`${base.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${h.sid}`);
+    const frames = [];
+    let closed = false;
+    ws.on('message', (d) => frames.push(String(d)));
+    ws.on('close', () => { closed = true; });
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.send('2probe');
+    await eventually(() => frames.includes('3probe'), 3000, '3probe');
+    // The connect arrives on the polling transport, the upgrade completes after it.
+    await post(base, h.sid, '40');
+    ws.send('5');
+    await eventually(() => frames.some((f) => f.startsWith('40{')), 3000, 'the connect answered on the WebSocket');
+    await sleep(2000);
+    assert.equal(closed, false, `the upgraded session was closed: ${JSON.stringify(frames)}`);
+    ws.send('42["join",{"id":"u-up","username":"up","roomname":"r"}]');
+    await sleep(200);
+    assert.equal(closed, false, `closed after a join: ${JSON.stringify(frames)}`);
+    const r = await (await fetch(`${base}/checkUsername?username=up&roomname=r`)).json();
+    assert.deepEqual(r, { success: true, isRepeat: true });
+  } finally {
+    ws?.terminate();
     await gw.stop();
   }
 });

@@ -239,7 +239,9 @@ impl Client {
     }
 
     /// A connected polling session must poll again within `handshake_timeout`, or it is taken
-    /// for an abandoned handshake and closed (counted as `abandoned_handshake`).
+    /// for an abandoned handshake and closed (counted as `abandoned_handshake`). A session that
+    /// has upgraded to WebSocket came back too: its upgrade request and polls may all have
+    /// arrived before its connect was handled here, and it will not poll again.
     pub fn expect_poll(&self, protocol: &'static str, socket: &SocketRef) {
         if socket.transport_type() != TransportType::Polling {
             return;
@@ -250,7 +252,9 @@ impl Client {
         let socket = socket.clone();
         tokio::spawn(async move {
             tokio::time::sleep(client.admission.handshake_timeout).await;
-            if !client.admission.awaiting.lock().remove(&sid) {
+            if !client.admission.awaiting.lock().remove(&sid)
+                || socket.transport_type() == TransportType::Websocket
+            {
                 return;
             }
             stats::refused(protocol, "abandoned_handshake");
