@@ -216,12 +216,20 @@ export async function connectClient(factory, name, ms = 6000) {
 // ---------------------------------------------------------------------------------------------
 // Client factories.
 
+/** An error a client emitted, with the transport's detail (an HTTP status, a socket error). */
+function why(e) {
+  const detail = e?.description;
+  if (detail === undefined || detail === null) return `${e?.message ?? e}`;
+  const text = typeof detail === 'object' ? `${detail.message ?? ''} ${detail.code ?? ''}`.trim() : detail;
+  return `${e?.message ?? e} (${text})`;
+}
+
 function connected(socket, ms, what) {
   return withTimeout(
     new Promise((resolve, reject) => {
       socket.once('connect', resolve);
-      socket.once('connect_error', (e) => reject(new Error(`connect_error: ${e?.message ?? e}`)));
-      socket.once('error', (e) => reject(new Error(`error: ${e?.message ?? e}`)));
+      socket.once('connect_error', (e) => reject(new Error(`connect_error: ${why(e)}`)));
+      socket.once('error', (e) => reject(new Error(`error: ${why(e)}`)));
     }),
     ms,
     what,
